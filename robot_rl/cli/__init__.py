@@ -1,0 +1,1 @@
+"""The ``robot-rl`` command line: thin subcommands over the library."""

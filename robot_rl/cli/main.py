@@ -1,0 +1,136 @@
+"""``robot-rl``: parse arguments, call the library, print results; errors are one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from robot_rl import __version__
+from robot_rl.core.errors import RobotRLError
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from robot_rl.envs import get_task, task_names
+
+    rows = [get_task(n) for n in task_names()]
+    if args.json:
+        print(json.dumps([{"name": t.name, "suite": t.suite, "instruction": t.instruction} for t in rows]))
+        return 0
+    width = max(len(t.name) for t in rows)
+    for t in rows:
+        print(f"{t.name:<{width}}  [{t.suite}]  {t.instruction}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from robot_rl.config.env import EnvConfig
+    from robot_rl.runtime.collect import collect_demos
+
+    cameras = [c for c in args.cameras.split(",") if c] if args.cameras is not None else ["front", "wrist"]
+    config = EnvConfig(task=args.task, cameras=cameras, image_size=args.image_size, max_steps=args.max_steps)
+    result = collect_demos(
+        config, args.episodes, args.out, noise=args.noise, seed=args.seed,
+        append=args.append, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    print(
+        f"collected {result.episodes} episodes ({result.steps} steps) of {args.task} into {args.out}: "
+        f"success rate {result.success_rate:.3f}"
+    )
+    return 0
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from robot_rl.replay.store import EpisodeStore
+
+    store = EpisodeStore.open(args.path)
+    if args.verify:
+        store.verify()
+    summary = store.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"store        {summary['path']}")
+    print(f"episodes     {summary['episodes']}")
+    print(f"steps        {summary['steps']}")
+    print(f"success rate {summary['success_rate']:.3f}")
+    print(f"tasks        {', '.join(f'{k} ({v})' for k, v in summary['tasks'].items()) or '-'}")
+    print(f"sources      {', '.join(f'{k} ({v})' for k, v in summary['sources'].items()) or '-'}")
+    print(f"size on disk {_human_size(summary['size_bytes'])}")
+    for key, spec in summary["fields"].items():
+        print(f"  {key:<22} {spec['dtype']:<6} {tuple(spec['shape'])}")
+    return 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from robot_rl.replay.store import EpisodeStore
+    from robot_rl.replay.video import export_episode_video
+
+    store = EpisodeStore.open(args.path)
+    out = export_episode_video(store, args.episode, args.out, fps=args.fps)
+    print(f"wrote {out} (episode {args.episode}, {store.episode_meta(args.episode).task})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robot-rl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"robot-rl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tasks", help="list the registered tasks and their instructions")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=_cmd_tasks)
+
+    p = sub.add_parser("collect", help="collect scripted-expert demos into an episode store")
+    p.add_argument("--task", required=True, help="registered task name (see `robot-rl tasks`)")
+    p.add_argument("--episodes", type=int, required=True, help="number of episodes to collect")
+    p.add_argument("--out", required=True, help="episode store path (a .zarr folder)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="add to an existing store")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--noise", type=float, default=0.1, help="std of Gaussian action noise (default 0.1)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: continue)")
+    p.add_argument("--cameras", default=None, help="comma-separated cameras (default front,wrist; '' for none)")
+    p.add_argument("--image-size", type=int, default=84, help="image height and width (default 84)")
+    p.add_argument("--max-steps", type=int, default=None, help="episode time limit (default: the task's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("info", help="summarise an episode store")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--verify", action="store_true", help="also decode every chunk")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("video", help="export an episode to MP4")
+    p.add_argument("path")
+    p.add_argument("--episode", type=int, required=True, help="episode index (0-based)")
+    p.add_argument("--out", required=True, help="output .mp4 file")
+    p.add_argument("--fps", type=float, default=10.0)
+    p.set_defaults(func=_cmd_video)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RobotRLError as exc:
+        print(f"robot-rl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robot-rl {args.command}: interrupted; committed episodes are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The only layer that joins envs with policies and algorithms: rollouts, collection, training loops."""
