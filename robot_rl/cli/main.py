@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,17 +26,24 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from robot_rl.config.env import EnvConfig
+    from robot_rl.config import EnvConfig, load_config
     from robot_rl.runtime.collect import collect_demos
 
-    cameras = [c for c in args.cameras.split(",") if c] if args.cameras is not None else ["front", "wrist"]
-    config = EnvConfig(task=args.task, cameras=cameras, image_size=args.image_size, max_steps=args.max_steps)
+    config = load_config(EnvConfig, args.config, args.overrides)
+    if args.task is not None:
+        config.task = args.task
+    if args.cameras is not None:
+        config.cameras = [c for c in args.cameras.split(",") if c]
+    if args.image_size is not None:
+        config.image_size = args.image_size
+    if args.max_steps is not None:
+        config.max_steps = args.max_steps
     result = collect_demos(
         config, args.episodes, args.out, noise=args.noise, seed=args.seed,
         append=args.append, overwrite=args.overwrite, progress=not args.quiet,
     )
     print(
-        f"collected {result.episodes} episodes ({result.steps} steps) of {args.task} into {args.out}: "
+        f"collected {result.episodes} episodes ({result.steps} steps) of {config.task} into {args.out}: "
         f"success rate {result.success_rate:.3f}"
     )
     return 0
@@ -91,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tasks)
 
     p = sub.add_parser("collect", help="collect scripted-expert demos into an episode store")
-    p.add_argument("--task", required=True, help="registered task name (see `robot-rl tasks`)")
+    p.add_argument("--task", default=None, help="registered task name (see `robot-rl tasks`; default push)")
     p.add_argument("--episodes", type=int, required=True, help="number of episodes to collect")
     p.add_argument("--out", required=True, help="episode store path (a .zarr folder)")
     mode = p.add_mutually_exclusive_group()
@@ -100,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.1, help="std of Gaussian action noise (default 0.1)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: continue)")
     p.add_argument("--cameras", default=None, help="comma-separated cameras (default front,wrist; '' for none)")
-    p.add_argument("--image-size", type=int, default=84, help="image height and width (default 84)")
+    p.add_argument("--image-size", type=int, default=None, help="image height and width (default 84)")
     p.add_argument("--max-steps", type=int, default=None, help="episode time limit (default: the task's)")
+    p.add_argument("--config", default=None, help="EnvConfig YAML (e.g. configs/env/quickstart.yaml)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="EnvConfig overrides such as --shadows=true (after --)")
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser("info", help="summarise an episode store")
@@ -127,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RobotRLError as exc:
         print(f"robot-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"robot-rl {args.command}: interrupted; committed episodes are kept", file=sys.stderr)
         return 130

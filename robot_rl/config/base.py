@@ -6,6 +6,8 @@ is evaluated as code.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,10 +22,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """Build ``cls`` from an optional YAML file, then apply ``--key=value`` overrides."""
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    captured = io.StringIO()
     try:
-        return draccus.parse(config_class=cls, config_path=path, args=list(overrides or []))
-    except SystemExit as exc:  # argparse inside draccus exits on a bad argument
-        raise ConfigError(f"invalid config overrides {overrides!r} for {cls.__name__}") from exc
+        with contextlib.redirect_stderr(captured):
+            return draccus.parse(config_class=cls, config_path=path, args=list(overrides or []))
+    except SystemExit as exc:  # argparse inside draccus exits on a bad argument, after printing usage
+        reason = captured.getvalue().strip().splitlines()[-1:] or ["bad argument"]
+        reason = reason[0].rsplit("error: ", 1)[-1]
+        raise ConfigError(f"invalid {cls.__name__} overrides {overrides!r}: {reason}") from exc
     except (draccus.utils.ParsingError, ValueError, TypeError) as exc:
         raise ConfigError(f"invalid {cls.__name__} config: {exc}") from exc
 

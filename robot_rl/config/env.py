@@ -25,6 +25,8 @@ class EnvConfig:
     """End the episode (terminated=True) on the first step the task succeeds."""
     shadows: bool = False
     """Render shadows and reflections (about 10x slower on a CPU renderer)."""
+    antialias: bool = False
+    """Multisample anti-aliasing of camera images (about 2x slower on a CPU renderer)."""
     render_size: int = 256
     """Size of the images returned by ``env.render()`` (videos)."""
 

@@ -13,6 +13,7 @@ from robot_rl.core.schema import (
     Episode,
     EpisodeMeta,
     flatten_obs,
+    step_schema,
     unflatten_obs,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "StoreError",
     "UnknownTaskError",
     "flatten_obs",
+    "step_schema",
     "unflatten_obs",
 ]

@@ -28,6 +28,14 @@ STEP_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...] | None]] = {
 EPISODE_SOURCES = ("expert", "policy", "human")
 
 
+def step_schema(obs_spec: dict[str, tuple[np.dtype, tuple[int, ...]]], action_dim: int) -> dict[str, dict]:
+    """The per-step fields of episodes with these flat observation specs, as stores record them."""
+    steps = {f"obs/{k}": {"dtype": np.dtype(d).str, "shape": list(s)} for k, (d, s) in obs_spec.items()}
+    for name, (dtype, shape) in STEP_FIELDS.items():
+        steps[name] = {"dtype": dtype.str, "shape": list(shape if shape is not None else (action_dim,))}
+    return steps
+
+
 def flatten_obs(obs: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
     """Nested observation dict -> ``{"images/front": ..., "state": ...}``."""
     flat: dict[str, np.ndarray] = {}

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from robot_rl.core.errors import ConfigError, StoreCorruptError, StoreError
-from robot_rl.core.schema import STEP_FIELDS, Episode, EpisodeMeta
+from robot_rl.core.schema import Episode, EpisodeMeta
 
 FORMAT = "robot_rl.episode_store"
 VERSION = 1
@@ -219,16 +219,23 @@ class EpisodeStore:
         return {"steps": steps}
 
     def _check_schema(self, episode: Episode) -> None:
-        assert self.schema is not None
-        theirs = self._schema_of(episode)["steps"]
+        self.check_step_schema(self._schema_of(episode)["steps"])
+
+    def check_step_schema(self, steps: dict[str, dict[str, Any]]) -> None:
+        """Raise ConfigError unless ``{field: {"dtype", "shape"}}`` matches what the store holds.
+
+        Writers call this before producing data, so a mismatch costs nothing."""
+        if self.schema is None:
+            return
         ours = self.schema["steps"]
-        if set(theirs) != set(ours):
-            missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+        if set(steps) != set(ours):
+            missing, extra = sorted(set(ours) - set(steps)), sorted(set(steps) - set(ours))
             raise ConfigError(f"episode fields differ from the store's: missing {missing}, unexpected {extra}")
         for key, spec in ours.items():
-            if theirs[key] != spec:
+            theirs = {"dtype": np.dtype(steps[key]["dtype"]).str, "shape": list(steps[key]["shape"])}
+            if theirs != spec:
                 raise ConfigError(
-                    f"episode field {key!r} has dtype {theirs[key]['dtype']} shape {theirs[key]['shape']}, "
+                    f"episode field {key!r} has dtype {theirs['dtype']} shape {theirs['shape']}, "
                     f"the store holds dtype {spec['dtype']} shape {spec['shape']}"
                 )
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +13,7 @@ from tqdm import tqdm
 
 from robot_rl.config.env import EnvConfig
 from robot_rl.core.errors import StoreError
-from robot_rl.core.schema import Episode, EpisodeMeta
+from robot_rl.core.schema import Episode, EpisodeMeta, flatten_obs, step_schema
 from robot_rl.envs import make_env, make_expert
 from robot_rl.replay.store import EpisodeStore
 
@@ -51,6 +52,18 @@ def rollout(
 def expert_rollout(env: gym.Env, task: str, seed: int, noise: float) -> Episode:
     expert = make_expert(task, noise=noise, rng=np.random.default_rng(seed + 1_000_003))
     return rollout(env, lambda _obs, e: expert.act(e.unwrapped.privileged_state()), seed, source="expert")
+
+
+def env_step_schema(env: gym.Env) -> dict[str, dict]:
+    """The per-step store fields that episodes of ``env`` will have."""
+    spaces = flatten_obs(_space_tree(env.observation_space))
+    return step_schema({k: (s.dtype, s.shape) for k, s in spaces.items()}, int(np.prod(env.action_space.shape)))
+
+
+def _space_tree(space: gym.Space):
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _space_tree(v) for k, v in space.spaces.items()}
+    return space
 
 
 @dataclass
@@ -97,6 +110,12 @@ def collect_demos(
         raise StoreError(f"--episodes must be >= 1, got {episodes}")
     env = make_env(env_config)  # fails on an unknown task before any file is touched
     store = open_output_store(out, append, overwrite)
+    try:
+        store.check_step_schema(env_step_schema(env))
+    except Exception:
+        store.close()
+        env.close()
+        raise
     first = store.num_episodes if seed is None else seed
     successes = steps = 0
     try:

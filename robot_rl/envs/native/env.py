@@ -33,7 +33,9 @@ class NativeManipulationEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
-        self.model = mujoco.MjModel.from_xml_path(str(task_xml(task.xml)))
+        spec = mujoco.MjSpec.from_file(str(task_xml(task.xml)))
+        spec.visual.quality.offsamples = 4 if self.config.antialias else 0
+        self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         self.scene = Scene(self.model, self.data)
         self.controller = EndEffectorController(self.model)

@@ -1,0 +1,42 @@
+"""Shared fixtures: everything runs offline, renders headless, and builds its own small data."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from robot_rl.config.env import EnvConfig  # noqa: E402
+from robot_rl.envs import make_env  # noqa: E402
+from robot_rl.replay.store import EpisodeStore  # noqa: E402
+from robot_rl.runtime.collect import expert_rollout  # noqa: E402
+
+SMALL_IMAGE = 32
+
+
+def small_env(task: str = "push", **overrides):
+    return make_env(EnvConfig(task=task, image_size=SMALL_IMAGE, **overrides))
+
+
+@pytest.fixture(scope="session")
+def push_episodes():
+    """Five real expert episodes of the push task with two 32x32 cameras."""
+    env = small_env("push")
+    try:
+        return [expert_rollout(env, "push", seed=s, noise=0.1) for s in range(5)]
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def push_store(tmp_path: Path, push_episodes) -> Path:
+    path = tmp_path / "push.zarr"
+    with EpisodeStore.create(path) as store:
+        for ep in push_episodes:
+            store.append(ep)
+    return path
