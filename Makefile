@@ -10,8 +10,11 @@ TORCH_PIN ?= torch==2.13.0
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 
-DEMO_DIR  ?= data/quickstart
-DEMO_TASK ?= push
+DEMO_DIR      ?= data/quickstart
+DEMO_TASK     ?= push
+DEMO_EPISODES ?= 100
+DEMO_STEPS    ?= 6500
+EVAL_EPISODES ?= 50
 
 .PHONY: demo test lint clean-venv
 
@@ -27,11 +30,16 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
+# The main job on the embedded default: demos, behaviour cloning, evaluation. Reuses what exists.
 demo: $(VENV)/.installed
 	$(RR) tasks
-	$(RR) collect --task $(DEMO_TASK) --episodes 20 --out $(DEMO_DIR)/demos.zarr --overwrite
-	$(RR) video $(DEMO_DIR)/demos.zarr --episode 0 --out $(DEMO_DIR)/demo_episode0.mp4
+	test -d $(DEMO_DIR)/demos.zarr || \
+	  $(RR) collect --task $(DEMO_TASK) --episodes $(DEMO_EPISODES) --out $(DEMO_DIR)/demos.zarr
 	$(RR) info $(DEMO_DIR)/demos.zarr
+	$(RR) video $(DEMO_DIR)/demos.zarr --episode 0 --out $(DEMO_DIR)/demo_episode0.mp4
+	$(RR) pretrain --policy flow --data $(DEMO_DIR)/demos.zarr --out $(DEMO_DIR)/bc_flow --steps $(DEMO_STEPS) \
+	  $$(test -d $(DEMO_DIR)/bc_flow/checkpoints && echo --resume)
+	$(RR) eval --checkpoint $(DEMO_DIR)/bc_flow --episodes $(EVAL_EPISODES) --video $(DEMO_DIR)/bc_flow/eval_videos
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from robot_rl import __version__
 from robot_rl.core.errors import RobotRLError
@@ -89,6 +90,64 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_overrides(overrides: list[str]) -> tuple[list[str], dict]:
+    """``--policy.<field>=value`` go to the policy config (values parsed as YAML); the rest to draccus."""
+    import yaml
+
+    from robot_rl.core.errors import ConfigError
+
+    rest, policy = [], {}
+    for item in overrides:
+        if item.startswith("--policy."):
+            key, sep, value = item[len("--policy."):].partition("=")
+            if not sep or not key:
+                raise ConfigError(f"policy override {item!r} must look like --policy.<field>=<value>")
+            policy[key] = yaml.safe_load(value)
+        else:
+            rest.append(item)
+    return rest, policy
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from robot_rl.config import load_config
+    from robot_rl.runtime.pretrain import PretrainConfig, Pretrainer
+
+    rest, policy_fields = _split_overrides(args.overrides)
+    cfg = load_config(PretrainConfig, args.config, rest)
+    cfg.policy.update(policy_fields)
+    for name in ("steps", "batch_size", "max_minutes", "seed"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    trainer = Pretrainer(args.policy, args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    result = trainer.train()
+    print(f"trained {args.policy} to step {result['steps']} ({result['trained_steps']} this run, "
+          f"{result['wall_s']:.0f} s); policy in {Path(args.out) / 'policy'}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from robot_rl.runtime.evaluate import EVAL_SEED, env_config_for, evaluate, load_checkpoint
+
+    policy, saved_env = load_checkpoint(args.checkpoint)
+    task = args.task or (saved_env or {}).get("task")
+    if task is None:
+        from robot_rl.core.errors import ConfigError
+
+        raise ConfigError("pass --task: the checkpoint does not record the task of its demos")
+    env_cfg = env_config_for(policy, task, saved_env)
+    result = evaluate(policy, env_cfg, args.episodes, seed=args.seed if args.seed is not None else EVAL_SEED,
+                      steps=args.steps, temporal_ensemble=args.temporal_ensemble, video_dir=args.video,
+                      progress=not args.quiet and not args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        low, high = result["success_ci95"]
+        print(f"{task}: success {result['success_rate']:.3f} (95% CI {low:.2f}-{high:.2f}) over "
+              f"{result['episodes']} episodes, mean length {result['mean_length']:.1f}, "
+              f"{result['latency_ms']:.1f} ms per chunk")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"robot-rl {__version__}")
@@ -114,6 +173,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="EnvConfig overrides such as --shadows=true (after --)")
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("pretrain", help="behaviour cloning of a policy from episode stores")
+    p.add_argument("--policy", required=True, help="policy type: flow, shortcut, diffusion or vla")
+    p.add_argument("--data", nargs="+", required=True, help="episode store(s)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps in total (default 20000)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 64")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--config", default=None, help="PretrainConfig YAML")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*",
+                   help="after --: PretrainConfig overrides (--lr=1e-4) and policy ones (--policy.horizon=16)")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("eval", help="evaluate a policy in its task's env")
+    p.add_argument("--checkpoint", required=True, help="run folder or saved-policy folder")
+    p.add_argument("--task", default=None, help="task (default: the one its demos came from)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the policy's)")
+    p.add_argument("--temporal-ensemble", type=float, default=None, metavar="M",
+                   help="query every step and average chunks with weights exp(-M i) (ACT)")
+    p.add_argument("--seed", type=int, default=None, help="first episode seed (default: held-out 1000000)")
+    p.add_argument("--video", default=None, metavar="DIR", help="write one MP4 per episode here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("info", help="summarise an episode store")
     p.add_argument("path")

@@ -167,6 +167,7 @@ class EpisodeStore:
         self.num_episodes = int(record["num_episodes"])
         self.num_steps = int(record["num_steps"])
         self.schema: dict[str, Any] | None = record.get("schema")
+        self.env_config: dict[str, Any] | None = record.get("env")
         self._arrays.clear()
         if self.num_episodes:
             self._check_index()
@@ -209,6 +210,15 @@ class EpisodeStore:
             )
 
     # ------------------------------------------------------------------------------- writing
+    def set_env_config(self, env: dict[str, Any]) -> None:
+        """Record how the env that produced the episodes was configured (read back by training and eval)."""
+        if not self.writable:
+            raise StoreError(f"{self.path} is open read-only")
+        record = dict(self._group.attrs[_ATTR])
+        record["env"] = env
+        self._group.attrs[_ATTR] = record
+        self.env_config = env
+
     @property
     def step_keys(self) -> list[str]:
         return list(self.schema["steps"]) if self.schema else []

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from robot_rl.config.env import EnvConfig
+from robot_rl.config import EnvConfig, config_to_dict
 from robot_rl.core.errors import StoreError
 from robot_rl.core.schema import Episode, EpisodeMeta, flatten_obs, step_schema
 from robot_rl.envs import make_env, make_expert
@@ -112,6 +112,8 @@ def collect_demos(
     store = open_output_store(out, append, overwrite)
     try:
         store.check_step_schema(env_step_schema(env))
+        if store.env_config is None:
+            store.set_env_config(config_to_dict(env_config))
     except Exception:
         store.close()
         env.close()

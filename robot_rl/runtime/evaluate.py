@@ -1,0 +1,148 @@
+"""Policy evaluation in an env: action chunks (optionally temporally ensembled), success with a 95%
+Wilson interval, episode length, latency per chunk, and optional videos."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robot_rl.config import EnvConfig
+from robot_rl.core.errors import ConfigError
+from robot_rl.core.schema import flatten_obs
+from robot_rl.envs import make_env
+from robot_rl.policy import Policy, load_policy
+from robot_rl.replay.video import write_mp4
+
+EVAL_SEED = 1_000_000  # held-out seeds: demos are collected from seed 0 upwards
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+class ObservationHistory:
+    """The last ``n`` observations as a batch of one, padded with the first at an episode's start."""
+
+    def __init__(self, n: int, instruction: str) -> None:
+        self.frames: deque[dict[str, np.ndarray]] = deque(maxlen=n)
+        self.n = n
+        self.instruction = instruction
+
+    def push(self, obs: dict[str, Any]) -> None:
+        flat = flatten_obs(obs)
+        if not self.frames:
+            self.frames.extend([flat] * self.n)
+        else:
+            self.frames.append(flat)
+
+    def batch(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f"obs/{k}": np.stack([f[k] for f in self.frames])[None] for k in self.frames[0]}
+        out["instruction"] = [self.instruction]
+        return out
+
+
+def load_checkpoint(path: str | Path) -> tuple[Policy, dict | None]:
+    """A policy from a run folder (its latest EMA weights) or a saved-policy folder, and the env config
+    its demos were collected with, where known."""
+    path = Path(path)
+    policy_dir = path / "policy" if (path / "policy" / "config.json").is_file() else path
+    if not (policy_dir / "config.json").is_file():
+        raise ConfigError(f"no saved policy in {path} (expected {path}/policy/config.json or {path}/config.json)")
+    env_file = policy_dir.parent / "env.json"
+    env = json.loads(env_file.read_text()) if env_file.is_file() else None
+    return load_policy(policy_dir), env
+
+
+def env_config_for(policy: Policy, task: str, saved: dict | None) -> EnvConfig:
+    f = policy.config.features
+    cfg = EnvConfig(**{k: v for k, v in (saved or {}).items() if k in EnvConfig.__dataclass_fields__})
+    cfg.task, cfg.cameras, cfg.image_size = task, list(f.cameras), f.image_size
+    return cfg
+
+
+def run_episode(env, policy: Policy, seed: int, steps: int | None, temporal_ensemble: float | None,
+                generator: torch.Generator, record: bool) -> dict[str, Any]:
+    cfg = policy.config
+    obs, info = env.reset(seed=seed)
+    history = ObservationHistory(cfg.n_obs_steps, info["instruction"])
+    history.push(obs)
+    queue: deque[np.ndarray] = deque()
+    ensemble: list[tuple[int, np.ndarray]] = []  # (step the chunk was predicted at, chunk)
+    latencies, frames, t = [], [], 0
+    while True:
+        if record:
+            frames.append(np.concatenate([obs["images"][c] for c in cfg.features.cameras], axis=1))
+        if temporal_ensemble is not None or not queue:
+            start = time.perf_counter()
+            chunk = policy.act(history.batch(), steps=steps, generator=generator)[0]
+            latencies.append(time.perf_counter() - start)
+            if temporal_ensemble is None:
+                queue.extend(chunk[: cfg.n_action_steps])
+            else:
+                ensemble = [(s, c) for s, c in ensemble if t - s < cfg.horizon] + [(t, chunk)]
+        if temporal_ensemble is None:
+            action = queue.popleft()
+        else:  # ACT: average every live prediction for this step, older ones weighted more
+            preds = np.stack([c[t - s] for s, c in ensemble])
+            weights = np.exp(-temporal_ensemble * np.arange(len(preds)))
+            action = (weights[:, None] * preds).sum(0) / weights.sum()
+        obs, _, terminated, truncated, info = env.step(np.clip(action, -1, 1))
+        history.push(obs)
+        t += 1
+        if terminated or truncated:
+            break
+    if record:
+        frames.append(np.concatenate([obs["images"][c] for c in cfg.features.cameras], axis=1))
+    return {"success": bool(info["success"]), "length": t, "latencies": latencies, "frames": frames}
+
+
+def evaluate(policy: Policy, env_config: EnvConfig, episodes: int, seed: int = EVAL_SEED,
+             steps: int | None = None, temporal_ensemble: float | None = None,
+             video_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Success rate (with a 95% interval), mean length and latency of ``policy`` over ``episodes``."""
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    env = make_env(env_config)
+    generator = torch.Generator().manual_seed(seed)
+    results = []
+    try:
+        bar = tqdm(range(episodes), desc=f"eval {env_config.task}", unit="ep", disable=not progress)
+        for i in bar:
+            res = run_episode(env, policy, seed + i, steps, temporal_ensemble, generator, video_dir is not None)
+            if video_dir is not None:
+                tag = "success" if res["success"] else "failure"
+                write_mp4(res["frames"], Path(video_dir) / f"episode_{i:03d}_{tag}.mp4", fps=env_config.control_hz)
+            res.pop("frames")
+            results.append(res)
+            bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
+    finally:
+        env.close()
+    successes = sum(r["success"] for r in results)
+    low, high = wilson_interval(successes, episodes)
+    latencies = [x for r in results for x in r["latencies"]]
+    return {
+        "task": env_config.task,
+        "episodes": episodes,
+        "success_rate": successes / episodes,
+        "success_ci95": [low, high],
+        "mean_length": float(np.mean([r["length"] for r in results])),
+        "latency_ms": 1000 * float(np.mean(latencies)),
+        "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
+        "sampling_steps": steps or getattr(policy.config, "num_inference_steps", None),
+        "temporal_ensemble": temporal_ensemble,
+        "first_seed": seed,
+    }
