@@ -11,7 +11,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from robot_rl.config.env import EnvConfig  # noqa: E402
+from robot_rl.config import EnvConfig, config_to_dict  # noqa: E402
 from robot_rl.envs import make_env  # noqa: E402
 from robot_rl.replay.store import EpisodeStore  # noqa: E402
 from robot_rl.runtime.collect import expert_rollout  # noqa: E402
@@ -37,6 +37,7 @@ def push_episodes():
 def push_store(tmp_path: Path, push_episodes) -> Path:
     path = tmp_path / "push.zarr"
     with EpisodeStore.create(path) as store:
+        store.set_env_config(config_to_dict(EnvConfig(task="push", image_size=SMALL_IMAGE)))  # as collect does
         for ep in push_episodes:
             store.append(ep)
     return path

@@ -61,7 +61,8 @@ class VLAObservationEncoder(nn.Module):
                 images = shifted.permute(0, 2, 3, 1).reshape(images.shape)
             per_camera.append(images.cpu().numpy())
         # per sample: every observation step of every camera, in a fixed order
-        return [[cam[i, t] for t in range(cam.shape[1]) for cam in per_camera] for i in range(b)]
+        steps = per_camera[0].shape[1]
+        return [[frames[i, t] for t in range(steps) for frames in per_camera] for i in range(b)]
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         state = to_tensor(batch["obs/state"]).float()
