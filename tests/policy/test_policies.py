@@ -191,3 +191,37 @@ def test_in_memory_matches_store(push_store):
     idx = np.array([0, 5, store.num_steps - 1])
     np.testing.assert_array_equal(mem.get_steps(idx)["action"], store.get_steps(idx, ["action"])["action"])
     assert mem.instructions[0] == store.episode_meta(0).instruction
+
+
+def test_hf_vision_tower_encoder_trains(demo_data):
+    torch.manual_seed(0)
+    siglip = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
+    policy = tiny_policy("flow", image_encoder="hf", hf_vision_config=siglip)
+    assert type(policy.obs_encoder.cameras["front"]).__name__ == "HFVisionEncoder"
+    policy.fit_normalizers(demo_data.all_steps("obs/state"), demo_data.all_steps("action"))
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    batch = _batch(demo_data, policy, 16)
+    losses = []
+    for _ in range(30):
+        loss, metrics = policy.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(metrics["loss"])
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_vla_from_a_local_pretrained_directory(demo_data, tmp_path):
+    from robot_rl.nn.hf_backbone import build_tiny
+
+    model, processor = build_tiny("smolvlm", 64, seed=5)
+    model.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
+    policy = tiny_policy("vla", backbone_path=str(tmp_path / "vlm"))
+    loaded = dict(policy.obs_encoder.backbone.model.named_parameters())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(loaded[name], p)  # the pretrained weights, not a fresh init
+    assert policy.act(_batch(demo_data, policy, 1)).shape == (1, 4, 7)
+    with pytest.raises(ConfigError, match="nothing is downloaded"):
+        tiny_policy("vla", backbone_path=str(tmp_path / "missing"))
