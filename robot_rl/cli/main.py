@@ -41,7 +41,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         config.max_steps = args.max_steps
     result = collect_demos(
         config, args.episodes, args.out, noise=args.noise, seed=args.seed,
-        append=args.append, overwrite=args.overwrite, progress=not args.quiet,
+        append=args.append, overwrite=args.overwrite, progress=not args.quiet, extra_steps=args.extra_steps,
     )
     print(
         f"collected {result.episodes} episodes ({result.steps} steps) of {config.task} into {args.out}: "
@@ -90,18 +90,18 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_overrides(overrides: list[str]) -> tuple[list[str], dict]:
-    """``--policy.<field>=value`` go to the policy config (values parsed as YAML); the rest to draccus."""
+def _split_overrides(overrides: list[str], prefix: str = "policy") -> tuple[list[str], dict]:
+    """``--<prefix>.<field>=value`` go to a sub-config (values parsed as YAML); the rest to draccus."""
     import yaml
 
     from robot_rl.core.errors import ConfigError
 
     rest, policy = [], {}
     for item in overrides:
-        if item.startswith("--policy."):
-            key, sep, value = item[len("--policy."):].partition("=")
+        if item.startswith(f"--{prefix}."):
+            key, sep, value = item[len(prefix) + 3 :].partition("=")
             if not sep or not key:
-                raise ConfigError(f"policy override {item!r} must look like --policy.<field>=<value>")
+                raise ConfigError(f"override {item!r} must look like --{prefix}.<field>=<value>")
             policy[key] = yaml.safe_load(value)
         else:
             rest.append(item)
@@ -148,6 +148,69 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_critic_train(args: argparse.Namespace) -> int:
+    from robot_rl.config import load_config
+    from robot_rl.runtime.critic_train import CriticTrainConfig, train_critic
+
+    rest, critic_fields = _split_overrides(args.overrides, "critic")
+    cfg = load_config(CriticTrainConfig, args.config, rest)
+    cfg.critic.update(critic_fields)
+    for name in ("steps", "max_minutes"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    result = train_critic(args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    print(f"trained the critic to step {result['steps']} ({result['wall_s']:.0f} s); "
+          f"critic in {Path(args.out) / 'critic'}")
+    return 0
+
+
+def _cmd_critic_eval(args: argparse.Namespace) -> int:
+    from robot_rl.runtime.critic_train import eval_critic
+
+    result = eval_critic(args.checkpoint, args.data)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:<22} {value:.4f}" if isinstance(value, float) else f"{key:<22} {value}")
+    return 0
+
+
+def _cmd_critic_relabel(args: argparse.Namespace) -> int:
+    from robot_rl.runtime.relabel import relabel_store
+
+    result = relabel_store(args.data, args.checkpoint, skip=args.skip, progress=not args.quiet)
+    print(f"relabelled {result['relabelled_now']} episodes of {args.data} "
+          f"(resumed after {result['resumed_from']}); rewards in extras/critic_reward")
+    return 0
+
+
+def _cmd_critic_plot(args: argparse.Namespace) -> int:
+    from robot_rl.core.errors import ConfigError
+    from robot_rl.critic.dataset import load_episodes
+    from robot_rl.critic.model import ProgressCritic
+    from robot_rl.critic.plot import plot_value_curves
+    from robot_rl.critic.reward import CriticReward
+    from robot_rl.replay.store import EpisodeStore
+
+    ckpt = Path(args.checkpoint)
+    critic = ProgressCritic.load(ckpt / "critic" if (ckpt / "critic" / "config.json").is_file() else ckpt)
+    store = EpisodeStore.open(args.data)
+    chosen = [(f"episode {args.episode}", args.episode)]
+    failed = [i for i, s in enumerate(store.episode_field("success")) if not s]
+    if args.failed is not None:
+        chosen.append((f"failed episode {args.failed}", args.failed))
+    elif failed:
+        chosen.append((f"failed episode {failed[0]}", failed[0]))
+    for _, index in chosen:
+        if not 0 <= index < store.num_episodes:
+            raise ConfigError(f"episode {index} does not exist; the store has {store.num_episodes} episodes")
+    episodes = [(title, load_episodes(store, critic.config.cameras, [i])[0]) for title, i in chosen]
+    out = plot_value_curves(CriticReward(critic), episodes, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"robot-rl {__version__}")
@@ -169,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", default=None, help="comma-separated cameras (default front,wrist; '' for none)")
     p.add_argument("--image-size", type=int, default=None, help="image height and width (default 84)")
     p.add_argument("--max-steps", type=int, default=None, help="episode time limit (default: the task's)")
+    p.add_argument("--extra-steps", type=int, default=None, metavar="K",
+                   help="go on K steps after the first success (done frames for the critic)")
     p.add_argument("--config", default=None, help="EnvConfig YAML (e.g. configs/env/quickstart.yaml)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="EnvConfig overrides such as --shadows=true (after --)")
@@ -201,6 +266,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_eval)
+
+    critic = sub.add_parser("critic", help="train and evaluate the progress critic").add_subparsers(
+        dest="critic_command", required=True)
+    p = critic.add_parser("train", help="train the critic on episode stores")
+    p.add_argument("--data", nargs="+", required=True, help="episode store(s): demos and failed rollouts")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 3000)")
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--config", default=None, help="CriticTrainConfig YAML")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", help="after --: --lr=1e-4, --critic.backbone_preset=tiny, ...")
+    p.set_defaults(func=_cmd_critic_train)
+    p = critic.add_parser("eval", help="VOC, reversed VOC, mismatch |delta|, done F1 and latency")
+    p.add_argument("--checkpoint", required=True, help="critic run folder or saved critic")
+    p.add_argument("--data", nargs="+", required=True, help="episode store(s); held-out episodes are used")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_critic_eval)
+    p = critic.add_parser("plot", help="value curves of a successful and a failed episode, with frames")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="episode store")
+    p.add_argument("--episode", type=int, required=True, help="episode to plot")
+    p.add_argument("--failed", type=int, default=None, help="a failed episode to plot beside it (default: "
+                   "the store's first failed one, if any)")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.set_defaults(func=_cmd_critic_plot)
+    p = critic.add_parser("relabel", help="write critic rewards for every step of a store (resumable)")
+    p.add_argument("--checkpoint", required=True, help="critic run folder or saved critic")
+    p.add_argument("--data", required=True, help="episode store")
+    p.add_argument("--skip", type=int, default=1, help="compare frames this many steps apart")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_critic_relabel)
 
     p = sub.add_parser("info", help="summarise an episode store")
     p.add_argument("path")

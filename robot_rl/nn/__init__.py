@@ -3,11 +3,12 @@
 from robot_rl.nn.augment import random_shift
 from robot_rl.nn.encoders import ConvImageEncoder, HFVisionEncoder, build_image_encoder
 from robot_rl.nn.language import HashedInstructionEncoder
-from robot_rl.nn.layers import MLP, ChunkDenoiser, SinusoidalEmbedding
+from robot_rl.nn.layers import MLP, AttentionPool, ChunkDenoiser, SinusoidalEmbedding
 from robot_rl.nn.normalize import Normalizer
 
 __all__ = [
     "MLP",
+    "AttentionPool",
     "ChunkDenoiser",
     "ConvImageEncoder",
     "HFVisionEncoder",

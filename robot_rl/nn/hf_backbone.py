@@ -33,6 +33,8 @@ _SPECIAL_TOKENS = {
 PRESETS = {
     "tiny": {"v_hidden": 32, "v_inter": 64, "v_layers": 1, "v_heads": 2,
              "t_hidden": 64, "t_inter": 128, "t_layers": 2, "t_heads": 4, "t_kv": 2, "vocab": 768},
+    "small": {"v_hidden": 64, "v_inter": 128, "v_layers": 2, "v_heads": 4,
+              "t_hidden": 128, "t_inter": 256, "t_layers": 2, "t_heads": 4, "t_kv": 2, "vocab": 768},
     "base": {"v_hidden": 768, "v_inter": 3072, "v_layers": 12, "v_heads": 12,
              "t_hidden": 960, "t_inter": 2560, "t_layers": 32, "t_heads": 15, "t_kv": 5, "vocab": 4096},
 }
@@ -210,3 +212,27 @@ class VisionLanguageBackbone(nn.Module):
             inputs["pixel_values"] = inputs["pixel_values"].to(base.dtype)
         out = base(**inputs, use_cache=False, return_dict=True)
         return out.last_hidden_state.float(), inputs["attention_mask"]
+
+
+def make_backbone(path: str | Path | None, tiny: str | None, preset: str = "tiny", image_size: int = 64,
+                  freeze: bool = True, lora_rank: int = 0, lora_targets: list[str] | None = None,
+                  weights: bool = True) -> VisionLanguageBackbone:
+    """A backbone from a local directory (``path``) or a random one of family ``tiny``; frozen or not,
+    with LoRA adapters when ``lora_rank`` > 0. Raises ConfigError for a missing directory."""
+    from robot_rl.core.errors import ConfigError
+
+    if path:
+        try:
+            model, processor = load_local(path, weights=weights)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+    elif tiny:
+        model, processor = build_tiny(tiny, image_size, preset=preset)
+    else:
+        raise ConfigError("a backbone needs a local pretrained directory (backbone_path) or a tiny family")
+    backbone = VisionLanguageBackbone(model, processor)
+    if freeze:
+        backbone.requires_grad_(False)
+    if lora_rank > 0:
+        backbone.add_lora(lora_rank, lora_targets)
+    return backbone

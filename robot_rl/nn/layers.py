@@ -76,3 +76,19 @@ class ChunkDenoiser(nn.Module):
         for block in self.blocks:
             h = block(h, c)
         return self.out(h)
+
+
+class AttentionPool(nn.Module):
+    """Learned queries attend over the backbone's tokens (padding masked) -> one vector."""
+
+    def __init__(self, dim: int, queries: int, out_dim: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(queries, dim) * 0.02)
+        heads = next(h for h in (8, 4, 2, 1) if dim % h == 0)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.proj = nn.Sequential(nn.Linear(queries * dim, out_dim), nn.LayerNorm(out_dim))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q = self.queries[None].expand(hidden.shape[0], -1, -1)
+        out, _ = self.attn(q, hidden, hidden, key_padding_mask=~mask.bool())
+        return self.proj(out.flatten(1))

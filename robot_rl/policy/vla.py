@@ -17,29 +17,13 @@ import torch
 from torch import nn
 
 from robot_rl.core.errors import ConfigError
-from robot_rl.nn import Normalizer, random_shift
-from robot_rl.nn.hf_backbone import VisionLanguageBackbone, build_tiny, load_local
+from robot_rl.nn import AttentionPool, Normalizer, random_shift
+from robot_rl.nn.hf_backbone import VisionLanguageBackbone, make_backbone
 from robot_rl.policy.base import to_tensor
 from robot_rl.policy.config import VLAConfig
 from robot_rl.policy.flow import FlowPolicy
 
 BACKBONE_DIR = "backbone"
-
-
-class AttentionPool(nn.Module):
-    """Learned queries attend over the backbone's tokens (padding masked) -> one vector."""
-
-    def __init__(self, dim: int, queries: int, out_dim: int) -> None:
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(queries, dim) * 0.02)
-        heads = next(h for h in (8, 4, 2, 1) if dim % h == 0)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.proj = nn.Sequential(nn.Linear(queries * dim, out_dim), nn.LayerNorm(out_dim))
-
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = self.queries[None].expand(hidden.shape[0], -1, -1)
-        out, _ = self.attn(q, hidden, hidden, key_padding_mask=~mask.bool())
-        return self.proj(out.flatten(1))
 
 
 class VLAObservationEncoder(nn.Module):
@@ -87,22 +71,9 @@ class VLAPolicy(FlowPolicy):
 
     @staticmethod
     def _make_backbone(config: VLAConfig, weights: bool = True, path: Path | None = None) -> VisionLanguageBackbone:
-        if path is not None or config.backbone_path:
-            try:
-                model, processor = load_local(path or config.backbone_path, weights=weights)
-            except FileNotFoundError as exc:
-                raise ConfigError(str(exc)) from None
-        elif config.tiny_backbone:
-            model, processor = build_tiny(config.tiny_backbone, config.backbone_image_size,
-                                          preset=config.backbone_preset)
-        else:
-            raise ConfigError("a VLA needs backbone_path (a local pretrained VLM) or tiny_backbone")
-        backbone = VisionLanguageBackbone(model, processor)
-        if config.freeze_backbone:
-            backbone.requires_grad_(False)
-        if config.lora_rank > 0:
-            backbone.add_lora(config.lora_rank, config.lora_targets)
-        return backbone
+        return make_backbone(path or config.backbone_path, config.tiny_backbone, config.backbone_preset,
+                             config.backbone_image_size, config.freeze_backbone, config.lora_rank,
+                             config.lora_targets, weights=weights)
 
     @classmethod
     def from_saved(cls, config: VLAConfig, directory: Path) -> VLAPolicy:

@@ -301,6 +301,32 @@ class EpisodeStore:
             arr.resize((end, *arr.shape[1:]))
         arr[start:end] = data
 
+    # ------------------------------------------------------------------------- after-the-fact arrays
+    def extra_array(self, name: str, dtype: Any = np.float32, create: bool = False) -> zarr.Array:
+        """A per-step array added after the episodes were written (``extras/<name>``, e.g. critic rewards).
+
+        Extras never touch the episodes' own arrays; their ``attrs`` hold what the writer needs to resume."""
+        key = f"extras/{name}"
+        if key in self._arrays:
+            return self._arrays[key]
+        try:
+            arr = self._group[key]
+        except KeyError:
+            if not create:
+                raise ConfigError(f"{self.path} has no extra array {name!r}") from None
+            if not self.writable:
+                raise StoreError(f"{self.path} is open read-only") from None
+            arr = self._group.create_array(key, shape=(0,), dtype=dtype, chunks=(LOWDIM_CHUNK_STEPS,))
+        self._arrays[key] = arr
+        return arr
+
+    def write_extra_rows(self, name: str, start: int, data: np.ndarray) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.path} is open read-only")
+        if start + len(data) > self.num_steps:
+            raise ConfigError(f"rows {start}..{start + len(data)} of {name!r} pass the store's {self.num_steps} steps")
+        self._write_rows(f"extras/{name}", start, np.asarray(data))
+
     # ------------------------------------------------------------------------------- reading
     @property
     def episode_ends(self) -> np.ndarray:

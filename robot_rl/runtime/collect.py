@@ -23,8 +23,12 @@ def rollout(
     act: Callable[[dict[str, Any], gym.Env], np.ndarray],
     seed: int,
     source: str = "policy",
+    extra_steps: int | None = None,
 ) -> Episode:
-    """Run one episode with ``act(obs, env) -> action`` and return it whole."""
+    """Run one episode with ``act(obs, env) -> action`` and return it whole.
+
+    With ``extra_steps`` (and an env that does not end on success) the episode goes on that many steps
+    past the first success and then ends as terminated: frames of the done state, for critics."""
     obs, info = env.reset(seed=seed)
     observations, actions, rewards, terms, truncs, successes = [], [], [], [], [], []
     while True:
@@ -36,6 +40,9 @@ def rollout(
         terms.append(terminated)
         truncs.append(truncated)
         successes.append(bool(info["success"]))
+        if extra_steps is not None and any(successes) and len(successes) - successes.index(True) > extra_steps:
+            terms[-1], truncs[-1] = True, False
+            break
         if terminated or truncated:
             break
     unwrapped = env.unwrapped
@@ -49,9 +56,10 @@ def rollout(
     return Episode.from_steps(observations, actions, rewards, terms, truncs, successes, obs, meta)
 
 
-def expert_rollout(env: gym.Env, task: str, seed: int, noise: float) -> Episode:
+def expert_rollout(env: gym.Env, task: str, seed: int, noise: float, extra_steps: int | None = None) -> Episode:
     expert = make_expert(task, noise=noise, rng=np.random.default_rng(seed + 1_000_003))
-    return rollout(env, lambda _obs, e: expert.act(e.unwrapped.privileged_state()), seed, source="expert")
+    return rollout(env, lambda _obs, e: expert.act(e.unwrapped.privileged_state()), seed, source="expert",
+                   extra_steps=extra_steps)
 
 
 def env_step_schema(env: gym.Env) -> dict[str, dict]:
@@ -100,14 +108,20 @@ def collect_demos(
     append: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    extra_steps: int | None = None,
 ) -> CollectResult:
     """Run the task's scripted expert for ``episodes`` episodes and append each to the store at ``out``.
 
     Episode ``i`` uses seed ``seed + i``; by default seeds continue after the episodes already stored,
-    so appending never repeats a demo.
+    so appending never repeats a demo. ``extra_steps``: go on this many steps after the first success
+    (the env then does not end episodes on success).
     """
     if episodes < 1:
         raise StoreError(f"--episodes must be >= 1, got {episodes}")
+    if extra_steps is not None:
+        if extra_steps < 0:
+            raise StoreError(f"--extra-steps must be >= 0, got {extra_steps}")
+        env_config.terminate_on_success = False
     env = make_env(env_config)  # fails on an unknown task before any file is touched
     store = open_output_store(out, append, overwrite)
     try:
@@ -123,7 +137,7 @@ def collect_demos(
     try:
         bar = tqdm(range(episodes), desc=f"collect {env_config.task}", unit="ep", disable=not progress)
         for i in bar:
-            episode = expert_rollout(env, env_config.task, first + i, noise)
+            episode = expert_rollout(env, env_config.task, first + i, noise, extra_steps)
             store.append(episode)
             successes += int(episode.meta.success)
             steps += len(episode)
