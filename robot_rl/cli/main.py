@@ -196,16 +196,17 @@ def _cmd_critic_plot(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     critic = ProgressCritic.load(ckpt / "critic" if (ckpt / "critic" / "config.json").is_file() else ckpt)
     store = EpisodeStore.open(args.data)
-    chosen = [(f"episode {args.episode}", args.episode)]
-    failed = [i for i, s in enumerate(store.episode_field("success")) if not s]
+    failed_store = EpisodeStore.open(args.failed_data) if args.failed_data else store
+    chosen = [(f"episode {args.episode}", store, args.episode)]
+    if args.failed is None:
+        failed = [i for i, ok in enumerate(failed_store.episode_field("success")) if not ok]
+        args.failed = failed[0] if failed else None
     if args.failed is not None:
-        chosen.append((f"failed episode {args.failed}", args.failed))
-    elif failed:
-        chosen.append((f"failed episode {failed[0]}", failed[0]))
-    for _, index in chosen:
-        if not 0 <= index < store.num_episodes:
-            raise ConfigError(f"episode {index} does not exist; the store has {store.num_episodes} episodes")
-    episodes = [(title, load_episodes(store, critic.config.cameras, [i])[0]) for title, i in chosen]
+        chosen.append((f"failed episode {args.failed}", failed_store, args.failed))
+    for _, st, index in chosen:
+        if not 0 <= index < st.num_episodes:
+            raise ConfigError(f"episode {index} does not exist; {st.path} has {st.num_episodes} episodes")
+    episodes = [(title, load_episodes(st, critic.config.cameras, [i])[0]) for title, st, i in chosen]
     out = plot_value_curves(CriticReward(critic), episodes, args.out)
     print(f"wrote {out}")
     return 0
@@ -289,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="episode store")
     p.add_argument("--episode", type=int, required=True, help="episode to plot")
     p.add_argument("--failed", type=int, default=None, help="a failed episode to plot beside it (default: "
-                   "the store's first failed one, if any)")
+                   "the first failed one, if any)")
+    p.add_argument("--failed-data", default=None, help="store of the failed episode (default: --data)")
     p.add_argument("--out", required=True, help="PNG file")
     p.set_defaults(func=_cmd_critic_plot)
     p = critic.add_parser("relabel", help="write critic rewards for every step of a store (resumable)")

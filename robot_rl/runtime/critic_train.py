@@ -24,6 +24,7 @@ from robot_rl.critic.config import CriticConfig
 from robot_rl.critic.dataset import PairSampler, load_episodes
 from robot_rl.critic.metrics import evaluate_critic
 from robot_rl.critic.model import ProgressCritic
+from robot_rl.nn import random_shift
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.pretrain import _lr_lambda
 
@@ -40,7 +41,9 @@ class CriticTrainConfig:
     warmup_steps: int = 200
     value_weight: float = 1.0
     """Weight of the per-frame progress loss beside the pair-delta loss."""
-    done_weight: float = 0.5
+    done_weight: float = 1.0
+    augment_shift: int = 4
+    """Random-shift augmentation of every training image, in pixels (0 disables)."""
     holdout: float = 0.2
     """Fraction of successful and of failed episodes of each task kept out of training, for eval."""
     checkpoint_every: int = 500
@@ -84,6 +87,18 @@ def _make_split(paths: list[str], holdout: float, seed: int) -> dict:
     return split
 
 
+def augment(batch, pad: int):
+    """Shift every image of a PairBatch by up to ``pad`` pixels (DrQ-style), independently."""
+    if pad <= 0:
+        return batch
+    def shift(images: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
+        return random_shift(x, pad).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    batch.frames_a = {c: shift(v) for c, v in batch.frames_a.items()}
+    batch.frames_b = {c: shift(v) for c, v in batch.frames_b.items()}
+    return batch
+
+
 def critic_loss(critic: ProgressCritic, batch, cfg: CriticTrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
     out = critic(batch.frames_a, batch.frames_b, batch.instructions)
     dev = out.delta.device
@@ -101,7 +116,7 @@ def critic_loss(critic: ProgressCritic, batch, cfg: CriticTrainConfig) -> tuple[
 def train_critic(data: list[str], out: str | Path, cfg: CriticTrainConfig, resume: bool = False,
                  progress: bool = True) -> dict[str, Any]:
     run = Path(out)
-    data = [str(Path(d)) for d in data]
+    data = [str(Path(d).resolve()) for d in data]  # the split is keyed by absolute paths
     if run.exists() and any(run.iterdir()) and not resume:
         raise ConfigError(f"{run} already exists; pass --resume to continue it or choose another --out")
     if resume and not (run / "train_state.pt").is_file():
@@ -156,7 +171,7 @@ def train_critic(data: list[str], out: str | Path, cfg: CriticTrainConfig, resum
     window: list[dict] = []
     try:
         while step < cfg.steps and (deadline is None or time.perf_counter() < deadline):
-            loss, metrics = critic_loss(critic, sampler.sample(cfg.batch_size), cfg)
+            loss, metrics = critic_loss(critic, augment(sampler.sample(cfg.batch_size), cfg.augment_shift), cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -199,7 +214,8 @@ def eval_critic(checkpoint: str | Path, data: list[str]) -> dict[str, Any]:
     critic = ProgressCritic.load(critic_dir)
     meta_file = critic_dir.parent / "critic_train.json"
     split = json.loads(meta_file.read_text())["split"] if meta_file.is_file() else {}
-    data = [str(Path(d)) for d in data]
+    split = {str(Path(k).resolve()): v for k, v in split.items()}
+    data = [str(Path(d).resolve()) for d in data]
     episodes = _episodes_of(data, critic.config.cameras, {p: split[p] for p in data if p in split}, "heldout")
     if not episodes:
         raise ConfigError("no held-out episodes to evaluate on")

@@ -104,7 +104,7 @@ def test_tiny_critic_trains_and_loss_falls(push_store):
     batch = sampler.sample(24)
     opt = torch.optim.AdamW(critic.parameters(), lr=3e-3)
     losses = []
-    for _ in range(40):
+    for _ in range(120):  # the done head sits at the base rate for ~60 steps before it learns
         loss, metrics = critic_loss(critic, batch, CriticTrainConfig())
         opt.zero_grad()
         loss.backward()
@@ -194,7 +194,7 @@ def test_relabeller_keeps_originals_and_resumes_after_a_kill(tmp_path, push_epis
     killed_at = _episodes_done(store)
     assert 0 < killed_at < 30, f"the kill landed at {killed_at} of 30 episodes: not midway"
     resumed = run("critic", "relabel", "--data", str(store), "--checkpoint", str(critic_dir), "--quiet")
-    assert f"resumed after {killed_at}" in resumed.stdout or f"resumed after {killed_at + 1}" in resumed.stdout
+    assert f"resumed after {killed_at})" in resumed.stdout
     s = EpisodeStore.open(store)
     rewards = np.asarray(s.extra_array("critic_reward")[:])
     assert rewards.shape == (s.num_steps,)
@@ -216,6 +216,9 @@ def test_critic_cli_train_eval(tmp_path, push_store):
     for key in ("voc", "voc_reversed", "mismatch_abs_delta", "done_f1", "latency_ms_per_pair"):
         assert key in result
     assert result["episodes"] == 1  # 20% of the 5 episodes were held out
+    relative = json.loads(run("critic", "eval", "--checkpoint", str(out), "--data", os.path.relpath(push_store),
+                              "--json").stdout)
+    assert relative["episodes"] == 1  # the same store by another path: still only the held-out episodes
     assert_clean_error(run("critic", "train", "--data", str(push_store), "--out", str(out), check=False),
                        "already exists")
     assert_clean_error(run("critic", "eval", "--checkpoint", str(tmp_path), "--data", str(push_store),
