@@ -223,3 +223,17 @@ def test_critic_cli_train_eval(tmp_path, push_store):
                        "already exists")
     assert_clean_error(run("critic", "eval", "--checkpoint", str(tmp_path), "--data", str(push_store),
                            check=False), "not a saved critic")
+
+
+def test_in_context_reference_frames(tmp_path, push_store):
+    critic = tiny_critic(reference_frames=2)
+    eps = load_episodes(EpisodeStore.open(push_store), ["front", "wrist"])
+    frames = {c: v[:2] for c, v in eps[1].frames.items()}
+    with pytest.raises(ConfigError, match="takes 2 reference frames, got 1"):
+        critic.set_reference([{c: eps[0].frames[c][0] for c in frames}])
+    plain = critic.encode(frames, ["push"] * 2)
+    critic.set_reference([{c: eps[0].frames[c][k] for c in frames} for k in (0, -1)])
+    with_reference = critic.encode(frames, ["push"] * 2)
+    assert not torch.allclose(plain, with_reference)  # the reference is part of every prompt
+    critic.save(tmp_path / "c")
+    torch.testing.assert_close(ProgressCritic.load(tmp_path / "c").encode(frames, ["push"] * 2), with_reference)
