@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,8 +155,6 @@ def train_critic(data: list[str], out: str | Path, cfg: CriticTrainConfig, resum
         critic.save(run / "critic.tmp")
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    run / "train_state.tmp")
-        import shutil
-
         shutil.rmtree(run / "critic", ignore_errors=True)
         (run / "critic.tmp").rename(run / "critic")
         (run / "train_state.tmp").replace(run / "train_state.pt")
