@@ -63,21 +63,6 @@ def load_episodes(store: EpisodeStore, cameras: list[str], indices: list[int] | 
     return out
 
 
-def split_episodes(episodes: list[EpisodeFrames], holdout: float, seed: int):
-    """Hold out a fraction of successful and of failed episodes of every task."""
-    rng = np.random.default_rng(seed)
-    train, held = [], []
-    groups: dict[tuple[str, bool], list[EpisodeFrames]] = {}
-    for ep in episodes:
-        groups.setdefault((ep.task, ep.progress is not None), []).append(ep)
-    for group in groups.values():
-        order = rng.permutation(len(group))
-        n_held = int(round(holdout * len(group))) if len(group) > 1 else 0
-        held += [group[i] for i in order[:n_held]]
-        train += [group[i] for i in order[n_held:]]
-    return train, held
-
-
 @dataclass
 class PairBatch:
     frames_a: dict[str, np.ndarray]
