@@ -10,12 +10,8 @@ TORCH_PIN ?= torch==2.13.0
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 
+DEMO_CONFIG   ?= configs/quickstart.yaml
 DEMO_DIR      ?= data/quickstart
-DEMO_TASK     ?= push
-DEMO_EPISODES ?= 100
-DEMO_STEPS    ?= 6500
-EVAL_EPISODES ?= 50
-CRITIC_STEPS  ?= 2000
 
 .PHONY: demo test lint clean-venv
 
@@ -31,25 +27,15 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
-# The main job on the embedded default: demos, behaviour cloning, evaluation. Reuses what exists.
+# The main job on the embedded default: demos -> BC -> progress critic -> ReinFlow on the critic's reward
+# -> evaluation before and after. Every stage found complete in $(DEMO_DIR) is reused; an interrupted
+# run resumes from its last checkpoint.
 demo: $(VENV)/.installed
 	$(RR) tasks
-	test -d $(DEMO_DIR)/demos.zarr || \
-	  $(RR) collect --task $(DEMO_TASK) --episodes $(DEMO_EPISODES) --out $(DEMO_DIR)/demos.zarr
-	$(RR) info $(DEMO_DIR)/demos.zarr
+	$(RR) train $(DEMO_CONFIG) --out=$(DEMO_DIR)
 	$(RR) video $(DEMO_DIR)/demos.zarr --episode 0 --out $(DEMO_DIR)/demo_episode0.mp4
-	$(RR) pretrain --policy flow --data $(DEMO_DIR)/demos.zarr --out $(DEMO_DIR)/bc_flow --steps $(DEMO_STEPS) \
-	  $$(test -d $(DEMO_DIR)/bc_flow/checkpoints && echo --resume)
-	$(RR) eval --checkpoint $(DEMO_DIR)/bc_flow --episodes $(EVAL_EPISODES) --video $(DEMO_DIR)/bc_flow/eval_videos
-	test -d $(DEMO_DIR)/critic_demos.zarr || $(RR) collect --task $(DEMO_TASK) --episodes 40 --extra-steps 3 \
-	  --seed 20000 --out $(DEMO_DIR)/critic_demos.zarr
-	test -d $(DEMO_DIR)/critic_failed.zarr || $(RR) collect --task $(DEMO_TASK) --episodes 15 --noise 1.0 \
-	  --max-steps 40 --seed 30000 --out $(DEMO_DIR)/critic_failed.zarr
-	$(RR) critic train --data $(DEMO_DIR)/critic_demos.zarr $(DEMO_DIR)/critic_failed.zarr \
-	  --out $(DEMO_DIR)/critic --steps $(CRITIC_STEPS) $$(test -f $(DEMO_DIR)/critic/train_state.pt && echo --resume)
-	$(RR) critic eval --checkpoint $(DEMO_DIR)/critic --data $(DEMO_DIR)/critic_demos.zarr $(DEMO_DIR)/critic_failed.zarr
-	$(RR) critic plot --checkpoint $(DEMO_DIR)/critic --data $(DEMO_DIR)/critic_demos.zarr --episode 0 \
-	  --failed-data $(DEMO_DIR)/critic_failed.zarr --out $(DEMO_DIR)/critic/value_curves.png
+	$(RR) critic plot --checkpoint $(DEMO_DIR)/critic --data $(DEMO_DIR)/demos.zarr --episode 0 \
+	  --failed-data $(DEMO_DIR)/failures.zarr --out $(DEMO_DIR)/critic/value_curves.png
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q

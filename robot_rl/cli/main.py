@@ -125,6 +125,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from robot_rl.config import load_config
+    from robot_rl.runtime.job import TrainJobConfig, run_job
+
+    overrides = [o for o in args.overrides if o != "--quiet"]
+    quiet = args.quiet or len(overrides) != len(args.overrides)
+    cfg = load_config(TrainJobConfig, args.config, overrides)
+    summary = run_job(cfg, progress=not quiet)
+    print(json.dumps({k: summary[k] for k in ("success_before", "success_after", "env_steps", "wall_s")}))
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from robot_rl.runtime.evaluate import EVAL_SEED, env_config_for, evaluate, load_checkpoint
 
@@ -254,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*",
                    help="after --: PretrainConfig overrides (--lr=1e-4) and policy ones (--policy.horizon=16)")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("train", help="the main job: demos, BC, critic, RL fine-tuning, before/after eval",
+                       description="Run the main job from a TrainJobConfig YAML (e.g. configs/quickstart.yaml). "
+                       "Stages found complete in its run folder are reused; an interrupted run resumes.")
+    p.add_argument("config", help="TrainJobConfig YAML")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs=argparse.REMAINDER,
+                   help="overrides such as --out=data/run2 --rl.iterations=10 --rl.reward.kind=sparse")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a policy in its task's env")
     p.add_argument("--checkpoint", required=True, help="run folder or saved-policy folder")

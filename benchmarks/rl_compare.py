@@ -1,0 +1,130 @@
+"""RL fine-tuning side by side, in one run on one task and budget; prints JSON.
+
+1. ReinFlow (flow policy, few denoising steps) against DPPO (diffusion policy, DDPM chain): seconds per
+   iteration and success after the same env steps.
+2. ReinFlow on the critic's dense reward against the env's sparse reward: env steps to reach the target
+   success (80%) on held-out evaluation.
+
+It reuses a finished ``robot-rl train`` job folder (demos, BC flow policy, critic), and pre-trains a
+diffusion policy on the same demos with the same BC budget where the folder has none.
+
+    python benchmarks/rl_compare.py --job data/quickstart --iterations 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+
+from robot_rl.config import load_config
+from robot_rl.runtime.job import TrainJobConfig
+from robot_rl.runtime.pretrain import Pretrainer
+from robot_rl.runtime.rl import RLTrainer
+
+
+def steps_to(rows: list[dict], target: float) -> int | None:
+    for r in rows:
+        if float(r["success_rate"]) >= target:
+            return int(r["env_steps"])
+    return None
+
+
+def run_one(name: str, policy_dir: Path, critic_dir: Path | None, job: TrainJobConfig, out: Path,
+            **changes) -> dict:
+    import csv
+
+    cfg = copy.deepcopy(job.rl)
+    for key, value in changes.items():
+        obj = cfg
+        *path, last = key.split(".")
+        for p in path:
+            obj = getattr(obj, p)
+        setattr(obj, last, value)
+    env = copy.deepcopy(job.env)
+    env.terminate_on_success = True
+    run = out / name
+    shutil.rmtree(run, ignore_errors=True)
+    trainer = RLTrainer(policy_dir, env, run, cfg, critic_dir=critic_dir, progress=False)
+    start = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - start
+    with (run / "metrics.csv").open() as f:
+        metrics = list(csv.DictReader(f))
+    with (run / "eval.csv").open() as f:
+        evals = list(csv.DictReader(f))
+    mean = lambda k: sum(float(r[k]) for r in metrics) / len(metrics)  # noqa: E731
+    return {
+        "iterations": result["iterations"], "env_steps": result["env_steps"], "wall_s": round(wall, 1),
+        "s_per_iteration": round(mean("iteration_s"), 3), "rollout_s_per_iteration": round(mean("rollout_s"), 3),
+        "update_s_per_iteration": round(mean("update_s"), 3),
+        "success_curve": [(int(r["env_steps"]), float(r["success_rate"])) for r in evals],
+        "success_after": float(evals[-1]["success_rate"]) if evals else None,
+        "steps_to_target": steps_to(evals, TARGET),
+    }
+
+
+TARGET = 0.8
+
+
+def main() -> None:
+    global TARGET
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--job", default="data/quickstart", help="a finished `robot-rl train` job folder")
+    ap.add_argument("--config", default="configs/quickstart.yaml", help="the job's config")
+    ap.add_argument("--iterations", type=int, default=None, help="RL iterations per run (default: the config's)")
+    ap.add_argument("--eval-every", type=int, default=5)
+    ap.add_argument("--eval-episodes", type=int, default=24)
+    ap.add_argument("--target", type=float, default=0.8, help="success rate for 'env steps to target'")
+    ap.add_argument("--skip", default="", help="comma-separated runs to skip: dppo, sparse")
+    args = ap.parse_args()
+    TARGET = args.target
+    job = load_config(TrainJobConfig, args.config, [f"--out={args.job}"])
+    root = Path(args.job)
+    for need in ("bc/policy", "critic/critic", "demos.zarr"):
+        if not (root / need).exists():
+            raise SystemExit(f"{root / need} is missing: run `robot-rl train {args.config} --out={root}` first")
+    job.rl.eval_every, job.rl.eval_episodes = args.eval_every, args.eval_episodes
+    if args.iterations:
+        job.rl.iterations = args.iterations
+    skip = set(filter(None, args.skip.split(",")))
+    out = root / "rl_compare"
+    out.mkdir(exist_ok=True)
+    report: dict = {"task": job.env.task, "iterations": job.rl.iterations, "num_envs": job.rl.num_envs,
+                    "steps_per_iteration": job.rl.steps_per_iteration, "target_success": TARGET}
+    runs = {"reinflow_critic": run_one("reinflow_critic", root / "bc/policy", root / "critic/critic", job, out)}
+    if "sparse" not in skip:
+        runs["reinflow_sparse"] = run_one("reinflow_sparse", root / "bc/policy", None, job, out,
+                                          **{"reward.kind": "sparse"})
+    if "dppo" not in skip:
+        bc_diffusion = root / "bc_diffusion"
+        trainer = Pretrainer("diffusion", [str(root / "demos.zarr")], bc_diffusion, job.pretrain,
+                             resume=(bc_diffusion / "pretrain.json").is_file(), progress=False)
+        if trainer.step < job.pretrain.steps:
+            trainer.train()
+        runs["dppo_critic"] = run_one("dppo_critic", bc_diffusion / "policy", root / "critic/critic", job, out,
+                                      algo="dppo")
+    report["runs"] = runs
+    if "dppo_critic" in runs:
+        r, d = runs["reinflow_critic"], runs["dppo_critic"]
+        report["reinflow_vs_dppo"] = {
+            "s_per_iteration_ratio": round(r["s_per_iteration"] / d["s_per_iteration"], 3),
+            "update_s_ratio": round(r["update_s_per_iteration"] / d["update_s_per_iteration"], 3),
+            "success_after": {"reinflow": r["success_after"], "dppo": d["success_after"]},
+            "denoising_steps": {"reinflow": job.rl.reinflow.denoising_steps, "dppo": job.rl.dppo.denoising_steps},
+        }
+    if "reinflow_sparse" in runs:
+        c, s = runs["reinflow_critic"]["steps_to_target"], runs["reinflow_sparse"]["steps_to_target"]
+        report["critic_vs_sparse"] = {
+            "steps_to_target": {"critic": c, "sparse": s},
+            "ratio": round(c / s, 3) if c and s else None,
+            "note": None if c and s else "a run that never reached the target within its budget has None",
+        }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

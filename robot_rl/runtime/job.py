@@ -1,0 +1,255 @@
+"""The main job, ``robot-rl train CONFIG``: demos -> behaviour cloning -> progress critic -> evaluation
+-> online RL fine-tuning -> evaluation, in one run folder. Every stage reuses what a previous run left
+(complete stages are skipped, interrupted ones resume from their last checkpoint).
+
+Run folder::
+
+    OUT/demos.zarr, OUT/failures.zarr   expert demos (with done frames) and failed rollouts
+    OUT/bc/                             behaviour cloning run (see runtime/pretrain.py)
+    OUT/critic/                         progress-critic run (see runtime/critic_train.py)
+    OUT/rl/                             RL run (see runtime/rl.py); OUT/rl/policy is the fine-tuned policy
+    OUT/eval_before.json, OUT/eval_after.json
+    OUT/learning_curve.png              success against env steps, the BC level marked
+    OUT/summary.json                    success_before, success_after, env_steps, wall_s, ...
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import draccus
+import torch
+
+from robot_rl.config import EnvConfig
+from robot_rl.runtime.critic_train import CriticTrainConfig
+from robot_rl.runtime.pretrain import PretrainConfig
+from robot_rl.runtime.rl import RLConfig
+
+
+@dataclass
+class DemoSpec:
+    """Scripted-expert episodes to collect."""
+
+    episodes: int = 40
+    noise: float = 0.1
+    """Std of the Gaussian noise on the expert's actions."""
+    seed: int = 0
+    """Seed of the first episode."""
+    extra_steps: int | None = 3
+    """Steps recorded after the first success (done frames for the critic); None: stop at success."""
+    max_steps: int | None = None
+    """Episode time limit (None: the task's)."""
+
+
+@dataclass
+class TrainJobConfig:
+    """The whole job; ``--section.field=value`` overrides any field."""
+
+    out: str = "data/quickstart"
+    """Run folder (stages found complete there are reused)."""
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(task="push", image_size=64))
+    policy: str = "flow"
+    """Policy type: flow, shortcut or vla (ReinFlow), diffusion (DPPO)."""
+    demos: DemoSpec = field(default_factory=DemoSpec)
+    failures: DemoSpec = field(default_factory=lambda: DemoSpec(episodes=15, noise=1.0, seed=30_000,
+                                                                  extra_steps=None, max_steps=40))
+    """Failed rollouts (a very noisy expert) for the critic's negatives."""
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=2000, warmup_steps=200))
+    critic: CriticTrainConfig = field(default_factory=lambda: CriticTrainConfig(steps=1200))
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval_episodes: int = 48
+    """Held-out episodes for the before/after evaluation."""
+    eval_workers: int | None = None
+    """Env processes of the before/after evaluation (None: as rl.workers)."""
+
+
+def _stage(name: str) -> None:
+    print(f"\n== {name}", flush=True)
+
+
+def _collect(env: EnvConfig, spec: DemoSpec, path: Path, progress: bool) -> None:
+    from robot_rl.replay.store import EpisodeStore
+    from robot_rl.runtime.collect import collect_demos
+
+    have = 0
+    if path.exists():
+        with EpisodeStore.open(path) as store:
+            have = store.num_episodes
+    if have >= spec.episodes:
+        print(f"reusing {path} ({have} episodes)")
+        return
+    cfg = copy.deepcopy(env)
+    cfg.max_steps = spec.max_steps or cfg.max_steps
+    res = collect_demos(cfg, spec.episodes - have, path, noise=spec.noise, seed=spec.seed + have,
+                        append=have > 0, progress=progress, extra_steps=spec.extra_steps)
+    print(f"collected {res.episodes} episodes into {path}: success rate {res.success_rate:.3f}")
+
+
+def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path) -> dict[str, Any]:
+    """Success of a saved policy as it acts (its own sampler and step count) on held-out seeds."""
+    from robot_rl.policy import load_policy
+    from robot_rl.runtime.evaluate import EVAL_SEED
+    from robot_rl.runtime.rl import evaluate_chunked
+    from robot_rl.runtime.vec_env import ChunkVectorEnv
+
+    if out.is_file():
+        saved = json.loads(out.read_text())
+        if saved.get("policy_dir") == str(policy_dir) and saved["episodes"] == cfg.eval_episodes:
+            print(f"reusing {out}: success {saved['success_rate']:.3f}")
+            return saved
+    policy = load_policy(policy_dir).eval()
+    pc = policy.config
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+
+    def act(cond):
+        return policy.sample(cond, generator=generator)
+
+    def chunks(actions):
+        a = policy.action_norm.unnormalize(actions.reshape(-1, pc.horizon, pc.features.action_dim))
+        return a[:, : pc.n_action_steps].clamp(-1, 1).numpy()
+
+    from robot_rl.envs import make_env
+
+    probe = make_env(env)
+    instruction = probe.unwrapped.instruction
+    probe.close()
+    workers = cfg.rl.workers if cfg.eval_workers is None else cfg.eval_workers
+    start = time.perf_counter()
+    with ChunkVectorEnv(env, cfg.rl.num_envs, workers) as envs, torch.no_grad():
+        res = evaluate_chunked(envs, act, policy, instruction, cfg.eval_episodes, EVAL_SEED, chunks)
+    res.update(policy_dir=str(policy_dir), wall_s=time.perf_counter() - start,
+               sampling_steps=getattr(pc, "num_inference_steps", None))
+    out.write_text(json.dumps(res, indent=2))
+    print(f"success {res['success_rate']:.3f} (95% CI {res['success_ci95'][0]:.2f}-{res['success_ci95'][1]:.2f}) "
+          f"over {res['episodes']} held-out episodes")
+    return res
+
+
+def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
+    from robot_rl.envs import get_task
+    from robot_rl.runtime.critic_train import train_critic
+    from robot_rl.runtime.pretrain import Pretrainer
+    from robot_rl.runtime.rl import RLTrainer
+
+    get_task(cfg.env.task)  # an unknown task fails before anything is written
+    cfg.rl.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "job.json").write_text(json.dumps(draccus.encode(cfg), indent=2))
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - t, 1)
+        return result
+
+    _stage(f"1/6 demos: {cfg.demos.episodes} expert episodes of {cfg.env.task}")
+    demos, failures = out / "demos.zarr", out / "failures.zarr"
+    timed("demos", lambda: _collect(cfg.env, cfg.demos, demos, progress))
+    needs_critic = cfg.rl.reward.needs_critic
+    if needs_critic:
+        timed("failures", lambda: _collect(cfg.env, cfg.failures, failures, progress))
+
+    _stage(f"2/6 behaviour cloning: {cfg.policy}, {cfg.pretrain.steps} steps")
+    bc = out / "bc"
+    resume = (bc / "pretrain.json").is_file()
+    trainer = Pretrainer(cfg.policy, [str(demos)], bc, cfg.pretrain, resume=resume, progress=progress)
+    if trainer.step >= cfg.pretrain.steps:
+        print(f"reusing {bc} (step {trainer.step})")
+    else:
+        timed("pretrain", trainer.train)
+
+    critic_dir = None
+    if needs_critic:
+        _stage(f"3/6 progress critic: {cfg.critic.steps} steps")
+        critic_run = out / "critic"
+        state = critic_run / "train_state.pt"
+        done_steps = int(torch.load(state, weights_only=True)["step"]) if state.is_file() else 0
+        if done_steps >= cfg.critic.steps:
+            print(f"reusing {critic_run} (step {done_steps})")
+        else:
+            timed("critic", lambda: train_critic([str(demos), str(failures)], critic_run, cfg.critic,
+                                                 resume=state.is_file(), progress=progress))
+        critic_dir = critic_run / "critic"
+
+    rl_env = copy.deepcopy(cfg.env)
+    rl_env.terminate_on_success = True
+    _stage("4/6 evaluation of the BC policy")
+    before = timed("eval_before", lambda: _evaluate(bc / "policy", rl_env, cfg, out / "eval_before.json"))
+
+    _stage(f"5/6 RL fine-tuning: {cfg.rl.algo}, reward {cfg.rl.reward.kind}, {cfg.rl.iterations} iterations")
+    rl_run = out / "rl"
+    rl = RLTrainer(bc / "policy", rl_env, rl_run, cfg.rl, critic_dir=critic_dir, demos=[str(demos)],
+                   resume=rl_run.exists(), progress=progress)
+    if rl.iteration >= cfg.rl.iterations:
+        print(f"reusing {rl_run} (iteration {rl.iteration})")
+    else:
+        timed("rl", rl.train)
+
+    _stage("6/6 evaluation of the fine-tuned policy")
+    after = timed("eval_after", lambda: _evaluate(rl_run / "policy", rl_env, cfg, out / "eval_after.json"))
+    curve = plot_learning_curve(rl_run, before["success_rate"], out / "learning_curve.png")
+    summary = {
+        "task": cfg.env.task, "policy": cfg.policy, "algo": cfg.rl.algo, "reward": cfg.rl.reward.kind,
+        "success_before": before["success_rate"], "success_before_ci95": before["success_ci95"],
+        "success_after": after["success_rate"], "success_after_ci95": after["success_ci95"],
+        "improvement_points": round(100 * (after["success_rate"] - before["success_rate"]), 1),
+        "eval_episodes": cfg.eval_episodes, "env_steps": rl.env_steps, "rl_iterations": rl.iteration,
+        "wall_s": round(time.perf_counter() - start, 1), "stage_s": timings,
+        "learning_curve": str(curve) if curve else None, "policy_dir": str(rl_run / "policy"),
+    }
+    if (out / "summary.json").is_file():  # a resumed job: wall time adds up over its sessions
+        prev = json.loads((out / "summary.json").read_text())
+        summary["wall_s_previous_sessions"] = prev.get("wall_s", 0) + prev.get("wall_s_previous_sessions", 0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nsuccess {summary['success_before']:.3f} (BC) -> {summary['success_after']:.3f} "
+          f"({summary['improvement_points']:+.1f} points) after {rl.env_steps} env steps; "
+          f"summary in {out / 'summary.json'}")
+    return summary
+
+
+def plot_learning_curve(rl_run: Path, bc_success: float, out: Path) -> Path | None:
+    """Evaluation success (and training-episode success) against env steps, the BC level dashed."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def rows(name):
+        path = rl_run / name
+        if not path.is_file():
+            return []
+        with path.open() as f:
+            return list(csv.DictReader(f))
+
+    evals, train = rows("eval.csv"), rows("metrics.csv")
+    if not evals and not train:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.axhline(bc_success, color="gray", linestyle="--", label=f"BC ({bc_success:.2f})")
+    if train:
+        xs = [int(r["env_steps"]) for r in train if r["train_success"] not in ("", "nan")]
+        ys = [float(r["train_success"]) for r in train if r["train_success"] not in ("", "nan")]
+        ax.plot(xs, ys, color="tab:blue", alpha=0.35, label="training episodes (with exploration noise)")
+    if evals:
+        xs = [0] + [int(r["env_steps"]) for r in evals]
+        ys = [bc_success] + [float(r["success_rate"]) for r in evals]
+        ax.plot(xs, ys, marker="o", color="tab:red", label="held-out evaluation")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"RL fine-tuning ({rl_run})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,535 @@
+"""Online RL fine-tuning: rollouts of chunk decisions in vectorised envs, critic/sparse rewards, and
+PPO updates through ReinFlow or DPPO. The algorithms see only batches.
+
+Run folder::
+
+    RUN/rl.json            the RLConfig, the env config and where the policy and critic came from
+    RUN/policy/            the latest fine-tuned policy (acts as saved: ``robot-rl eval`` loads it)
+    RUN/state.pt           actor, value net, optimiser, reward normaliser, RNG and counters
+    RUN/metrics.csv        one row per iteration;  RUN/eval.csv: one row per evaluation
+    RUN/tb/                TensorBoard
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import shutil
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import draccus
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robot_rl.algos.dppo import DPPOActor, DPPOConfig
+from robot_rl.algos.ppo import (
+    PPOConfig,
+    ReturnNormalizer,
+    compute_gae,
+    explained_variance,
+    ppo_update,
+    value_network,
+)
+from robot_rl.algos.reinflow import ReinFlowActor, ReinFlowConfig
+from robot_rl.algos.rewards import RND, RewardConfig, combine_rewards
+from robot_rl.config import EnvConfig
+from robot_rl.core.errors import ConfigError
+from robot_rl.core.schema import flatten_obs
+from robot_rl.critic.model import ProgressCritic
+from robot_rl.critic.reward import CriticReward
+from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
+from robot_rl.policy.base import to_tensor
+from robot_rl.runtime.evaluate import EVAL_SEED, wilson_interval
+from robot_rl.runtime.vec_env import ChunkVectorEnv
+
+TRAIN_SEED = 2_000_000  # training episodes: apart from demos (0...) and evaluation (1,000,000...)
+ALGOS = ("reinflow", "dppo")
+
+
+@dataclass
+class RLConfig:
+    """Online fine-tuning settings."""
+
+    algo: str = "reinflow"
+    """``reinflow`` (flow, shortcut and VLA policies) or ``dppo`` (diffusion policies)."""
+    iterations: int = 40
+    """PPO iterations in total (a resumed run continues to this number)."""
+    num_envs: int = 8
+    """Parallel envs."""
+    workers: int = 2
+    """Env worker processes (0: step the envs in this process)."""
+    steps_per_iteration: int = 16
+    """Decisions (action chunks) per env per iteration."""
+    max_minutes: float | None = None
+    """Stop (with a checkpoint) after this much wall time."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    reinflow: ReinFlowConfig = field(default_factory=ReinFlowConfig)
+    dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    bc_coef: float = 0.0
+    """Weight of the behaviour-cloning loss on demos added to every update (needs ``demos``)."""
+    bc_batch_size: int = 32
+    finetune_encoder: bool = False
+    """Also fine-tune the observation encoder (for a VLA: its LoRA adapters); slower updates."""
+    eval_every: int = 5
+    """Evaluate the policy (no exploration noise) every this many iterations (0: only at the end)."""
+    eval_episodes: int = 24
+    value_warmup_iterations: int = 1
+    """First iterations update only the value net (a fresh value net would mislead the actor)."""
+    seed: int = 0
+    threads: int | None = None
+    """torch CPU threads in the learner process (None: torch's default)."""
+    critic_batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.algo not in ALGOS:
+            raise ConfigError(f"unknown RL algorithm {self.algo!r}; known: {', '.join(ALGOS)}")
+        if self.iterations < 1 or self.num_envs < 1 or self.steps_per_iteration < 1:
+            raise ConfigError("iterations, num_envs and steps_per_iteration must be >= 1, got "
+                              f"{self.iterations}, {self.num_envs}, {self.steps_per_iteration}")
+        try:
+            self.ppo.validate()
+            self.reward.validate()
+            (self.reinflow if self.algo == "reinflow" else self.dppo).validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def make_actor(policy: Policy, cfg: RLConfig):
+    if cfg.algo == "reinflow":
+        if not isinstance(policy, FlowPolicy):
+            raise ConfigError(f"ReinFlow fine-tunes flow/shortcut/VLA policies; this one is {policy.name!r} "
+                              "(use algo=dppo for diffusion)")
+        return ReinFlowActor(policy, cfg.reinflow)
+    if not isinstance(policy, DiffusionPolicy):
+        raise ConfigError(f"DPPO fine-tunes diffusion policies; this one is {policy.name!r} (use algo=reinflow)")
+    return DPPOActor(policy, cfg.dppo)
+
+
+class _Histories:
+    """Per-env observation windows (n_obs_steps) as one policy batch."""
+
+    def __init__(self, n_envs: int, n_obs: int, instruction: str) -> None:
+        self.frames: list[deque] = [deque(maxlen=n_obs) for _ in range(n_envs)]
+        self.n_obs, self.instruction = n_obs, instruction
+
+    def start(self, i: int, obs: dict[str, Any]) -> None:
+        self.frames[i].clear()
+        self.frames[i].extend([flatten_obs(obs)] * self.n_obs)
+
+    def push(self, i: int, obs: dict[str, Any]) -> None:
+        self.frames[i].append(flatten_obs(obs))
+
+    def batch(self, rows: list[int] | None = None) -> dict[str, Any]:
+        rows = range(len(self.frames)) if rows is None else rows
+        keys = self.frames[0][0].keys()
+        out: dict[str, Any] = {f"obs/{k}": np.stack([np.stack([f[k] for f in self.frames[i]]) for i in rows])
+                               for k in keys}
+        out["instruction"] = [self.instruction] * len(out["obs/state"])
+        return out
+
+
+def single_obs_batch(observations: list[dict[str, Any]], n_obs: int, instruction: str) -> dict[str, Any]:
+    hist = _Histories(len(observations), n_obs, instruction)
+    for i, o in enumerate(observations):
+        hist.start(i, o)
+    return hist.batch()
+
+
+class RLTrainer:
+    """Owns one RL run folder: builds or resumes the actor and runs PPO iterations."""
+
+    def __init__(self, policy_dir: str | Path, env_config: EnvConfig, out: str | Path, cfg: RLConfig,
+                 critic_dir: str | Path | None = None, demos: list[str] | None = None,
+                 resume: bool = False, progress: bool = True) -> None:
+        cfg.validate()
+        self.cfg, self.run, self.progress = cfg, Path(out), progress
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.reward.needs_critic and critic_dir is None:
+            raise ConfigError(f"reward kind={cfg.reward.kind!r} done={cfg.reward.done!r} needs a critic checkpoint")
+        if cfg.bc_coef > 0 and not demos:
+            raise ConfigError("bc_coef > 0 needs demo stores")
+        state_file = self.run / "state.pt"
+        if self.run.exists() and any(self.run.iterdir()) and not resume:
+            raise ConfigError(f"{self.run} exists and is not empty: pass resume to continue it, or another folder")
+        self.run.mkdir(parents=True, exist_ok=True)
+        meta = {"rl": draccus.encode(cfg), "env": asdict(env_config), "policy": str(policy_dir),
+                "critic": None if critic_dir is None else str(critic_dir), "demos": demos or []}
+        meta_file = self.run / "rl.json"
+        if meta_file.is_file():
+            saved = json.loads(meta_file.read_text())
+            if saved["rl"]["algo"] != cfg.algo:
+                raise ConfigError(f"{self.run} was trained with algo={saved['rl']['algo']}, not {cfg.algo}")
+        meta_file.write_text(json.dumps(meta, indent=2))
+        (self.run / "env.json").write_text(json.dumps(asdict(env_config), indent=2))
+
+        self.policy = load_policy(policy_dir)
+        self.env_config = env_config
+        self.actor = make_actor(self.policy, cfg)
+        if not cfg.finetune_encoder:
+            self.policy.obs_encoder.requires_grad_(False)
+        self.value_fn = value_network(self.policy.obs_encoder.out_dim)
+        groups = self.actor.trainable_groups()
+        param_groups = [{"params": groups["actor"], "lr": cfg.ppo.actor_lr, "name": "actor"},
+                        {"params": groups["noise"], "lr": cfg.ppo.noise_lr, "name": "noise"},
+                        {"params": list(self.value_fn.parameters()), "lr": cfg.ppo.critic_lr, "name": "value"}]
+        if cfg.finetune_encoder:
+            enc = [p for p in self.policy.obs_encoder.parameters() if p.requires_grad]
+            param_groups.append({"params": enc, "lr": cfg.ppo.actor_lr, "name": "encoder"})
+        self.optimizer = torch.optim.Adam([g for g in param_groups if g["params"]])
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.rnd = RND(self.policy.obs_encoder.out_dim) if cfg.reward.rnd_coef > 0 else None
+        self.rnd_opt = torch.optim.Adam(self.rnd.predictor.parameters(), lr=1e-4) if self.rnd else None
+        self.normalizer = ReturnNormalizer(cfg.ppo.gamma)
+        self.scorer = None
+        if critic_dir is not None and cfg.reward.needs_critic:
+            critic = ProgressCritic.load(critic_dir)
+            missing = [c for c in critic.config.cameras if c not in env_config.cameras]
+            if missing:
+                raise ConfigError(f"the critic reads cameras {missing} that the env does not render "
+                                  f"(env cameras: {env_config.cameras})")
+            self.scorer = CriticReward(critic, batch_size=cfg.critic_batch_size)
+            self.critic_cameras = critic.config.cameras
+        self.demos = None
+        if cfg.bc_coef > 0:
+            from robot_rl.runtime.pretrain import DemoData
+
+            self.demos = DemoData(list(demos), self.policy.config.features, memory_limit_gb=4.0)
+        self.iteration, self.env_steps, self.episodes = 0, 0, 0
+        self.env_episodes: list[int] | None = None
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        if resume and state_file.is_file():
+            self._load_state(state_file)
+            self._truncate_csv("metrics.csv")
+            self._truncate_csv("eval.csv")
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _save_state(self) -> None:
+        tmp = self.run / "state.pt.tmp"
+        state = {
+            "actor": self.actor.state_dict(), "value": self.value_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "normalizer": self.normalizer.state_dict(),
+            "rnd": self.rnd.state_dict() if self.rnd else None,
+            "rnd_opt": self.rnd_opt.state_dict() if self.rnd_opt else None,
+            "iteration": self.iteration, "env_steps": int(self.env_steps), "episodes": self.episodes,
+            "env_episodes": None if self.env_episodes is None else [int(e) for e in self.env_episodes],
+            "torch_rng": self.generator.get_state(),
+            "np_rng": json.dumps(self.np_rng.bit_generator.state),
+        }
+        torch.save(state, tmp)
+        policy_tmp = self.run / "policy.tmp"
+        shutil.rmtree(policy_tmp, ignore_errors=True)
+        copy.deepcopy(self.actor).export_policy().save(policy_tmp)
+        old = self.run / "policy.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (self.run / "policy").exists():
+            (self.run / "policy").rename(old)
+        policy_tmp.rename(self.run / "policy")
+        tmp.replace(self.run / "state.pt")  # the state file is the commit: it names the iteration
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_state(self, path: Path) -> None:
+        state = torch.load(path, weights_only=True)
+        self.actor.load_state_dict(state["actor"])
+        self.value_fn.load_state_dict(state["value"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        if self.rnd is not None and state["rnd"] is not None:
+            self.rnd.load_state_dict(state["rnd"])
+            self.rnd_opt.load_state_dict(state["rnd_opt"])
+        self.iteration, self.env_steps, self.episodes = state["iteration"], state["env_steps"], state["episodes"]
+        self.env_episodes = state["env_episodes"]
+        self.generator.set_state(state["torch_rng"])
+        self.np_rng.bit_generator.state = json.loads(state["np_rng"])
+
+    def _truncate_csv(self, name: str) -> None:
+        """Drop rows written after the checkpoint (a crash between log and checkpoint)."""
+        path = self.run / name
+        if not path.is_file():
+            return
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for r in rows if int(r["iteration"]) <= self.iteration]
+        if len(keep) != len(rows):
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+                writer.writeheader()
+                writer.writerows(keep)
+
+    def _log(self, name: str, row: dict[str, Any], tb) -> None:
+        path = self.run / name
+        new = not path.is_file()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row.keys()))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        prefix = name.split(".")[0]
+        for k, v in row.items():
+            if k not in ("iteration",) and isinstance(v, (int, float)) and math.isfinite(v):
+                tb.add_scalar(f"{prefix}/{k}", v, self.env_steps)
+
+    # ----------------------------------------------------------------------------------- acting
+    def _chunks(self, actions_norm: torch.Tensor) -> np.ndarray:
+        pc = self.policy.config
+        a = self.policy.action_norm.unnormalize(actions_norm.reshape(-1, pc.horizon, pc.features.action_dim))
+        return np.clip(a[:, : pc.n_action_steps].cpu().numpy(), -1.0, 1.0)
+
+    def _frames(self, observations: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        return {c: np.stack([o["images"][c] for o in observations]) for c in self.critic_cameras}
+
+    def _score(self, observations: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        if self.scorer is None or not observations:
+            n = len(observations)
+            return np.zeros(n, np.float32), np.zeros(n, np.float32)
+        return self.scorer.score_frames(self._frames(observations), self.instruction)
+
+    @torch.no_grad()
+    def _encode(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.policy.encode(batch)
+
+    def collect(self, envs: ChunkVectorEnv, obs: list[dict[str, Any]]) -> tuple[dict[str, Any], list]:
+        """``steps_per_iteration`` decisions in every env; returns the rollout batch and the
+        observations to continue from."""
+        cfg, n, t_max = self.cfg, envs.num_envs, self.cfg.steps_per_iteration
+        hist = _Histories(n, self.policy.config.n_obs_steps, self.instruction)
+        for i, o in enumerate(obs):
+            hist.start(i, o)
+        progress, done_prob = self._score(obs)
+        buf: dict[str, list] = {k: [] for k in ("cond", "chain", "log_prob", "value", "next_value", "success",
+                                                "terminated", "ended", "delta", "obs")}
+        finished: list[tuple[bool, int]] = []
+        steps = 0
+        self.policy.eval()
+        for _ in range(t_max):
+            batch = hist.batch()
+            cond = self._encode(batch)
+            with torch.no_grad():
+                actions, chain, log_prob = self.actor.sample(cond, generator=self.generator)
+                value = self.value_fn(cond).squeeze(-1)
+            results = envs.step_chunks(self._chunks(actions))
+            ends = [r.final_obs if r.ended else r.obs for r in results]
+            restarted = [r.obs for r in results if r.ended]
+            scores, dones = self._score(ends + restarted)
+            end_progress, end_done = scores[:n], dones[:n]
+            success = np.array([r.success for r in results])
+            terminated = np.array([r.terminated for r in results])
+            if cfg.reward.done == "critic":  # the critic's done head ends episodes the env would not
+                critic_end = (end_done > self.scorer.done_threshold) & ~np.array([r.ended for r in results])
+                if critic_end.any():
+                    for i in np.flatnonzero(critic_end):
+                        results[i].final_obs, results[i].terminated = results[i].obs, True
+                        results[i].obs = envs.reset_one(int(i))
+                    terminated = terminated | critic_end
+                    restarted = [r.obs for r in results if r.ended]
+                    scores_r, _ = self._score(restarted)
+                    scores = np.concatenate([scores[:n], scores_r])
+            ended = np.array([r.ended for r in results])
+            # V of the observation after each decision: the next decision's, or the final one's
+            final_rows = [i for i in range(n) if ended[i]]
+            for i, r in enumerate(results):
+                if r.ended:
+                    hist.start(i, r.final_obs)
+                else:
+                    hist.push(i, r.obs)
+            with torch.no_grad():
+                next_value = self.value_fn(self._encode(hist.batch())).squeeze(-1)
+            for i in final_rows:
+                hist.start(i, results[i].obs)
+            delta = end_progress - progress
+            progress = scores[:n].copy()
+            for j, i in enumerate(final_rows):
+                progress[i] = scores[n + j]
+            for r in results:
+                steps += r.steps
+                if r.ended:
+                    finished.append((bool(r.success), 0))
+            buf["cond"].append(cond)
+            buf["chain"].append(chain)
+            buf["log_prob"].append(log_prob)
+            buf["value"].append(value.numpy())
+            buf["next_value"].append(next_value.numpy())
+            buf["success"].append(success)
+            buf["terminated"].append(terminated)
+            buf["ended"].append(ended)
+            buf["delta"].append(delta)
+            if cfg.finetune_encoder:
+                buf["obs"].append(batch)
+            obs = [r.obs for r in results]
+        rollout = {k: v for k, v in buf.items() if v}
+        rollout["steps"] = steps
+        rollout["finished"] = finished
+        return rollout, obs
+
+    # ---------------------------------------------------------------------------------- learning
+    def update(self, rollout: dict[str, Any]) -> dict[str, float]:
+        cfg = self.cfg
+        success = np.stack(rollout["success"])
+        terminated = np.stack(rollout["terminated"]).astype(np.float32)
+        ended = np.stack(rollout["ended"]).astype(np.float32)
+        delta = np.stack(rollout["delta"]) if self.scorer is not None else None
+        rewards = combine_rewards(success, delta, cfg.reward)
+        cond = torch.cat(rollout["cond"])
+        if self.rnd is not None:
+            bonus = self.rnd.bonus(cond).numpy().reshape(rewards.shape)
+            rewards = rewards + cfg.reward.rnd_coef * bonus
+        raw_rewards = rewards
+        if cfg.reward.normalize:
+            self.normalizer.update(rewards, ended)
+            rewards = self.normalizer(rewards)
+        values, next_values = np.stack(rollout["value"]), np.stack(rollout["next_value"])
+        adv, returns = compute_gae(rewards, values, next_values, terminated, ended, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+        batch = {
+            "cond": cond, "chain": torch.cat(rollout["chain"]), "log_prob": torch.cat(rollout["log_prob"]),
+            "advantages": to_tensor(adv.reshape(-1)), "returns": to_tensor(returns.reshape(-1)),
+            "values": to_tensor(values.reshape(-1)).float(),
+        }
+        encode = None
+        if cfg.finetune_encoder:
+            obs = rollout["obs"]
+            merged = {k: np.concatenate([o[k] for o in obs]) for k in obs[0] if k != "instruction"}
+            merged["instruction"] = [x for o in obs for x in o["instruction"]]
+
+            def encode(idx: torch.Tensor) -> torch.Tensor:
+                rows = idx.numpy()
+                sub = {k: (v[rows] if k != "instruction" else [v[i] for i in rows]) for k, v in merged.items()}
+                return self.policy.encode(sub)
+
+        bc_loss = None
+        if self.demos is not None:
+            pc = self.policy.config
+
+            def bc_loss() -> torch.Tensor:
+                return self.actor.bc_loss(self.demos.sample(cfg.bc_batch_size, pc.horizon, pc.n_obs_steps, self.np_rng))
+
+        frac = 1.0 - self.iteration / cfg.iterations if cfg.ppo.lr_schedule == "linear" else 1.0
+        warmup = self.iteration < cfg.value_warmup_iterations
+        for group, lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = 0.0 if warmup and group["name"] != "value" else lr * frac
+        self.policy.train()
+        self.policy.obs_encoder.train(cfg.finetune_encoder)
+        metrics = ppo_update(self.actor, self.value_fn, self.optimizer, batch, cfg.ppo, encode=encode,
+                             bc_loss=bc_loss, bc_coef=cfg.bc_coef, generator=self.generator)
+        self.policy.eval()
+        if self.rnd is not None:
+            loss = self.rnd.loss(cond)
+            self.rnd_opt.zero_grad()
+            loss.backward()
+            self.rnd_opt.step()
+            metrics["rnd_loss"] = loss.item()
+        metrics["reward_mean"] = float(raw_rewards.mean())
+        metrics["explained_variance"] = explained_variance(values.reshape(-1), returns.reshape(-1))
+        return metrics
+
+    # -------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, envs: ChunkVectorEnv, episodes: int, seed: int = EVAL_SEED) -> dict[str, Any]:
+        """Success of the policy without exploration noise on held-out seeds, N episodes at a time."""
+        return evaluate_chunked(envs, lambda cond: self.actor.sample(cond, deterministic=True,
+                                                                     generator=self.generator)[0],
+                                self.policy, self.instruction, episodes, seed, self._chunks)
+
+    # ------------------------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        from robot_rl.envs import make_env
+
+        cfg = self.cfg
+        probe = make_env(self.env_config)
+        self.instruction = probe.unwrapped.instruction
+        probe.close()
+        tb = SummaryWriter(str(self.run / "tb"))
+        start = time.perf_counter()
+        deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
+        envs = ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
+                              episodes=self.env_episodes)
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, desc=f"rl {cfg.algo}", unit="it",
+                   disable=not self.progress)
+        last_eval = None
+        try:
+            obs = envs.reset()
+            while self.iteration < cfg.iterations and (deadline is None or time.perf_counter() < deadline):
+                t0 = time.perf_counter()
+                rollout, obs = self.collect(envs, obs)
+                t1 = time.perf_counter()
+                metrics = self.update(rollout)
+                t2 = time.perf_counter()
+                self.iteration += 1
+                self.env_steps += rollout["steps"]
+                self.episodes += len(rollout["finished"])
+                wins = [s for s, _ in rollout["finished"]]
+                row = {"iteration": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
+                       "train_success": float(np.mean(wins)) if wins else float("nan"),
+                       "rollout_s": t1 - t0, "update_s": t2 - t1, "iteration_s": t2 - t0,
+                       "elapsed_s": time.perf_counter() - start, **metrics}
+                self._log("metrics.csv", row, tb)
+                if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.iteration < cfg.iterations:
+                    last_eval = self._eval_row(envs, tb)
+                    obs = envs.reset()
+                self.env_episodes = envs.episode_counters()
+                self._save_state()
+                bar.update(1)
+                bar.set_postfix(success=f"{row['train_success']:.2f}", steps=self.env_steps)
+            if self.iteration >= cfg.iterations and (last_eval is None or last_eval["iteration"] != self.iteration):
+                last_eval = self._eval_row(envs, tb)
+        except KeyboardInterrupt:
+            self.env_episodes = envs.episode_counters()
+            self._save_state()
+            raise
+        finally:
+            bar.close()
+            envs.close()
+            tb.close()
+        return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
+                "wall_s": time.perf_counter() - start, "last_eval": last_eval, "run": str(self.run)}
+
+    def _eval_row(self, envs: ChunkVectorEnv, tb) -> dict[str, Any]:
+        res = self.evaluate(envs, self.cfg.eval_episodes)
+        row = {"iteration": self.iteration, "env_steps": self.env_steps, "success_rate": res["success_rate"],
+               "ci_low": res["success_ci95"][0], "ci_high": res["success_ci95"][1],
+               "mean_length": res["mean_length"], "episodes": res["episodes"]}
+        self._log("eval.csv", row, tb)
+        return row
+
+
+def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, instruction: str, episodes: int,
+                     seed: int, to_chunks) -> dict[str, Any]:
+    """Episodes ``seed``, ``seed + 1``, ... in waves of ``envs.num_envs``; ``act(cond)`` gives
+    normalised chunks."""
+    n = envs.num_envs
+    successes, lengths = [], []
+    for wave in range(0, episodes, n):
+        count = min(n, episodes - wave)
+        seeds = [seed + wave + i if i < count else seed + wave + i + 10**8 for i in range(n)]
+        obs = envs.reset(seeds)
+        hist = _Histories(n, policy.config.n_obs_steps, instruction)
+        for i, o in enumerate(obs):
+            hist.start(i, o)
+        active = [i < count for i in range(n)]
+        length = [0] * n
+        while any(active):
+            chunks = to_chunks(act(policy.encode(hist.batch())))
+            results = envs.step_chunks(list(chunks), active=active, auto_reset=False)
+            for i, r in enumerate(results):
+                if r is None:
+                    continue
+                length[i] += r.steps
+                hist.push(i, r.obs)
+                if r.ended:
+                    active[i] = False
+                    successes.append(bool(r.success))
+                    lengths.append(length[i])
+    k = sum(successes)
+    low, high = wilson_interval(k, len(successes))
+    return {"episodes": len(successes), "success_rate": k / len(successes), "success_ci95": [low, high],
+            "mean_length": float(np.mean(lengths)), "first_seed": seed}
