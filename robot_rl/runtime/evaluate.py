@@ -71,6 +71,7 @@ def env_config_for(policy: Policy, task: str, saved: dict | None) -> EnvConfig:
     f = policy.config.features
     cfg = EnvConfig(**{k: v for k, v in (saved or {}).items() if k in EnvConfig.__dataclass_fields__})
     cfg.task, cfg.cameras, cfg.image_size = task, list(f.cameras), f.image_size
+    cfg.terminate_on_success = True  # demos may run past success (--extra-steps); an evaluation ends there
     return cfg
 
 
