@@ -78,7 +78,7 @@ class DPPOActor(ChainActor):
             with torch.no_grad():
                 for step in transitions[: self.n_steps - self.cfg.ft_denoising_steps]:
                     mean, std = step(x)
-                    noise = torch.randn(mean.shape, generator=generator)
+                    noise = torch.randn(mean.shape, generator=generator, device=mean.device)
                     x = mean + std.expand_as(mean) * noise
         finally:
             self.policy.noise_net = live
@@ -87,13 +87,13 @@ class DPPOActor(ChainActor):
     def sample(self, cond, deterministic=False, generator=None):
         """``deterministic``: evaluation mode, the policy's own sampler with no exploration floor."""
         transitions = self._transitions(cond, explore=not deterministic)
-        x = torch.randn(cond.shape[0], self.policy.chunk_dim, generator=generator)
+        x = torch.randn(cond.shape[0], self.policy.chunk_dim, generator=generator, device=cond.device)
         x = self._frozen_prefix(cond, x, transitions, generator)
-        xs, log_prob = [x], torch.zeros(cond.shape[0])
+        xs, log_prob = [x], torch.zeros(cond.shape[0], device=cond.device)
         for step in transitions[self.n_steps - self.cfg.ft_denoising_steps :]:
             mean, std = step(x)
             std = std.expand_as(mean)
-            x = mean + std * torch.randn(mean.shape, generator=generator)
+            x = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
             if not deterministic:
                 log_prob = log_prob + gaussian_log_prob(x, mean, std)
             xs.append(x)
@@ -103,7 +103,7 @@ class DPPOActor(ChainActor):
         transitions = self._transitions(cond, explore=True)[self.n_steps - self.cfg.ft_denoising_steps :]
         if len(transitions) != chain.shape[1] - 1:
             raise ValueError(f"chain has {chain.shape[1] - 1} steps, the actor scores {len(transitions)}")
-        total = torch.zeros(chain.shape[0])
+        total = torch.zeros(chain.shape[0], device=chain.device)
         entropies = []
         for i, step in enumerate(transitions):
             mean, std = step(chain[:, i])

@@ -83,14 +83,14 @@ class ReinFlowActor(ChainActor):
     def sample(self, cond, deterministic=False, generator=None):
         noise = None if deterministic else self.noise_net
         chain = self.policy.sample_chain(cond, steps=self.cfg.denoising_steps, noise_std=noise, generator=generator)
-        log_prob = torch.zeros(cond.shape[0]) if deterministic else chain.log_probs.sum(1)
+        log_prob = torch.zeros(cond.shape[0], device=cond.device) if deterministic else chain.log_probs.sum(1)
         return chain.actions, chain.xs, log_prob
 
     def log_prob(self, cond, chain):
         per_step = self.policy.chain_log_prob(cond, chain, self.noise_net)
         k = chain.shape[1] - 1
         # entropy of each Gaussian transition, per action dimension, averaged over the chain
-        stds = torch.stack([self.noise_net(chain[:, i], torch.full((chain.shape[0],), i / k), cond)
+        stds = torch.stack([self.noise_net(chain[:, i], torch.full((chain.shape[0],), i / k, device=chain.device), cond)
                             for i in range(k)], dim=1)
         entropy = (0.5 * math.log(2 * math.pi * math.e) + stds.log()).mean(dim=(1, 2))
         return per_step.sum(1), entropy

@@ -22,6 +22,8 @@ class RewardConfig:
     """Reward of the decision in which the task succeeds (``sparse`` and ``mix``)."""
     done: str = "env"
     """Where episode ends come from: ``env`` (its success test) or ``critic`` (its done head)."""
+    done_threshold: float | None = None
+    """Done probability above which the critic ends an episode (None: the critic's own threshold)."""
     normalize: bool = True
     """Scale rewards by the running std of the discounted return."""
     rnd_coef: float = 0.0

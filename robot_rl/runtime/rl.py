@@ -196,7 +196,8 @@ class RLTrainer:
             if missing:
                 raise ConfigError(f"the critic reads cameras {missing} that the env does not render "
                                   f"(env cameras: {env_config.cameras})")
-            self.scorer = CriticReward(critic, batch_size=cfg.critic_batch_size)
+            self.scorer = CriticReward(critic, batch_size=cfg.critic_batch_size,
+                                       done_threshold=cfg.reward.done_threshold)
             self.critic_cameras = critic.config.cameras
         self.demos = None
         if cfg.bc_coef > 0:

@@ -114,12 +114,14 @@ def test_train_job_runs_resumes_after_a_crash_and_continues(tmp_path):
     evals = _rows(out / "rl" / "eval.csv")
     assert [int(r["iteration"]) for r in evals] == [2, 4, 6]
 
-    # continue the same run further: it picks up at iteration 6 and keeps its history
-    res = _train(out, "--rl.iterations=7")
+    # continue the same run further: it picks up at iteration 6 and keeps its history. Here episodes
+    # end on the critic's done head, with a threshold that every frame passes: each chunk ends one.
+    res = _train(out, "--rl.iterations=7", "--rl.reward.done=critic", "--rl.reward.done_threshold=-1")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rows2 = _rows(out / "rl" / "metrics.csv")
     assert rows2[:6] == rows and int(rows2[-1]["iteration"]) == 7
     assert int(rows2[-1]["env_steps"]) > steps[-1]
+    assert int(rows2[-1]["episodes"]) - int(rows[-1]["episodes"]) == 2 * 3  # num_envs x steps_per_iteration
     # the fine-tuned policy evaluates through the ordinary eval command
     res = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "eval", "--checkpoint", str(out / "rl"),
                           "--episodes", "1", "--json", "--quiet"], capture_output=True, text=True, timeout=300)
