@@ -95,7 +95,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     report: dict = {"task": job.env.task, "iterations": job.rl.iterations, "num_envs": job.rl.num_envs,
                     "steps_per_iteration": job.rl.steps_per_iteration, "target_success": TARGET}
-    runs = {"reinflow_critic": run_one("reinflow_critic", root / "bc/policy", root / "critic/critic", job, out)}
+    dense = f"reinflow_{job.rl.reward.kind}"  # the job's own reward: critic, or critic + success (mix)
+    runs = {dense: run_one(dense, root / "bc/policy", root / "critic/critic", job, out)}
     if "sparse" not in skip:
         runs["reinflow_sparse"] = run_one("reinflow_sparse", root / "bc/policy", None, job, out,
                                           **{"reward.kind": "sparse"})
@@ -105,11 +106,11 @@ def main() -> None:
                              resume=(bc_diffusion / "pretrain.json").is_file(), progress=False)
         if trainer.step < job.pretrain.steps:
             trainer.train()
-        runs["dppo_critic"] = run_one("dppo_critic", bc_diffusion / "policy", root / "critic/critic", job, out,
-                                      algo="dppo")
+        runs["dppo"] = run_one(f"dppo_{job.rl.reward.kind}", bc_diffusion / "policy", root / "critic/critic", job,
+                               out, algo="dppo")
     report["runs"] = runs
-    if "dppo_critic" in runs:
-        r, d = runs["reinflow_critic"], runs["dppo_critic"]
+    if "dppo" in runs:
+        r, d = runs[dense], runs["dppo"]
         report["reinflow_vs_dppo"] = {
             "s_per_iteration_ratio": round(r["s_per_iteration"] / d["s_per_iteration"], 3),
             "update_s_ratio": round(r["update_s_per_iteration"] / d["update_s_per_iteration"], 3),
@@ -117,7 +118,7 @@ def main() -> None:
             "denoising_steps": {"reinflow": job.rl.reinflow.denoising_steps, "dppo": job.rl.dppo.denoising_steps},
         }
     if "reinflow_sparse" in runs:
-        c, s = runs["reinflow_critic"]["steps_to_target"], runs["reinflow_sparse"]["steps_to_target"]
+        c, s = runs[dense]["steps_to_target"], runs["reinflow_sparse"]["steps_to_target"]
         report["critic_vs_sparse"] = {
             "steps_to_target": {"critic": c, "sparse": s},
             "ratio": round(c / s, 3) if c and s else None,
