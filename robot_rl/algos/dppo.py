@@ -116,7 +116,8 @@ class DPPOActor(ChainActor):
         return self.policy.loss(batch)[0]
 
     def export_policy(self) -> DiffusionPolicy:
-        """The fine-tuned policy, acting with the fine-tuned chain's sampler and step count. With
+        """The fine-tuned policy, set (in place; the actor passes its own settings) to act with the
+        fine-tuned chain's sampler and step count. With
         ft_denoising_steps < denoising_steps its first steps use the fine-tuned weights too, where the
         training chain ran the frozen ones: evaluate through the actor for the exact chain."""
         self.policy.config.num_inference_steps = self.cfg.denoising_steps

@@ -103,6 +103,7 @@ class ReinFlowActor(ChainActor):
         return self.policy.loss(batch)[0]
 
     def export_policy(self) -> FlowPolicy:
-        """The fine-tuned policy, set to act with the fine-tuned step count (deterministic Euler)."""
+        """The fine-tuned policy, set (in place) to act with the fine-tuned step count (deterministic
+        Euler); the actor itself never reads that setting."""
         self.policy.config.num_inference_steps = self.cfg.denoising_steps
         return self.policy

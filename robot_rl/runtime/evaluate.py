@@ -34,24 +34,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, center - half), min(1.0, center + half)
 
 
-class ObservationHistory:
-    """The last ``n`` observations as a batch of one, padded with the first at an episode's start."""
+class ObservationWindows:
+    """The last ``n`` observations of each of ``envs`` envs as one policy batch; an episode's window
+    starts padded with its first observation."""
 
-    def __init__(self, n: int, instruction: str) -> None:
-        self.frames: deque[dict[str, np.ndarray]] = deque(maxlen=n)
-        self.n = n
-        self.instruction = instruction
+    def __init__(self, envs: int, n: int, instruction: str) -> None:
+        self.frames: list[deque[dict[str, np.ndarray]]] = [deque(maxlen=n) for _ in range(envs)]
+        self.n, self.instruction = n, instruction
 
-    def push(self, obs: dict[str, Any]) -> None:
-        flat = flatten_obs(obs)
-        if not self.frames:
-            self.frames.extend([flat] * self.n)
-        else:
-            self.frames.append(flat)
+    def start(self, i: int, obs: dict[str, Any]) -> None:
+        self.frames[i].clear()
+        self.frames[i].extend([flatten_obs(obs)] * self.n)
+
+    def push(self, i: int, obs: dict[str, Any]) -> None:
+        self.frames[i].append(flatten_obs(obs))
 
     def batch(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f"obs/{k}": np.stack([f[k] for f in self.frames])[None] for k in self.frames[0]}
-        out["instruction"] = [self.instruction]
+        out: dict[str, Any] = {f"obs/{k}": np.stack([np.stack([f[k] for f in window]) for window in self.frames])
+                               for k in self.frames[0][0]}
+        out["instruction"] = [self.instruction] * len(self.frames)
         return out
 
 
@@ -79,8 +80,8 @@ def run_episode(env, policy: Policy, seed: int, steps: int | None, temporal_ense
                 generator: torch.Generator, record: bool) -> dict[str, Any]:
     cfg = policy.config
     obs, info = env.reset(seed=seed)
-    history = ObservationHistory(cfg.n_obs_steps, info["instruction"])
-    history.push(obs)
+    history = ObservationWindows(1, cfg.n_obs_steps, info["instruction"])
+    history.start(0, obs)
     queue: deque[np.ndarray] = deque()
     ensemble: list[tuple[int, np.ndarray]] = []  # (step the chunk was predicted at, chunk)
     latencies, frames, t = [], [], 0
@@ -102,7 +103,7 @@ def run_episode(env, policy: Policy, seed: int, steps: int | None, temporal_ense
             weights = np.exp(-temporal_ensemble * np.arange(len(preds)))
             action = (weights[:, None] * preds).sum(0) / weights.sum()
         obs, _, terminated, truncated, info = env.step(np.clip(action, -1, 1))
-        history.push(obs)
+        history.push(0, obs)
         t += 1
         if terminated or truncated:
             break

@@ -103,27 +103,17 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path) 
             print(f"reusing {out}: success {saved['success_rate']:.3f}")
             return saved
     policy = load_policy(policy_dir).eval()
-    pc = policy.config
     generator = torch.Generator().manual_seed(EVAL_SEED)
 
     def act(cond):
         return policy.sample(cond, generator=generator)
 
-    def chunks(actions):
-        a = policy.action_norm.unnormalize(actions.reshape(-1, pc.horizon, pc.features.action_dim))
-        return a[:, : pc.n_action_steps].clamp(-1, 1).numpy()
-
-    from robot_rl.envs import make_env
-
-    probe = make_env(env)
-    instruction = probe.unwrapped.instruction
-    probe.close()
     workers = cfg.rl.workers if cfg.eval_workers is None else cfg.eval_workers
     start = time.perf_counter()
     with ChunkVectorEnv(env, cfg.rl.num_envs, workers) as envs, torch.no_grad():
-        res = evaluate_chunked(envs, act, policy, instruction, cfg.eval_episodes, EVAL_SEED, chunks)
+        res = evaluate_chunked(envs, act, policy, cfg.eval_episodes, EVAL_SEED)
     res.update(policy_dir=str(policy_dir), wall_s=time.perf_counter() - start,
-               sampling_steps=getattr(pc, "num_inference_steps", None))
+               sampling_steps=getattr(policy.config, "num_inference_steps", None))
     out.write_text(json.dumps(res, indent=2))
     print(f"success {res['success_rate']:.3f} (95% CI {res['success_ci95'][0]:.2f}-{res['success_ci95'][1]:.2f}) "
           f"over {res['episodes']} held-out episodes")

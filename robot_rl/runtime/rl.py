@@ -12,13 +12,11 @@ Run folder::
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
 import shutil
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +39,12 @@ from robot_rl.algos.reinflow import ReinFlowActor, ReinFlowConfig
 from robot_rl.algos.rewards import RND, RewardConfig, combine_rewards
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
-from robot_rl.core.schema import flatten_obs
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
+from robot_rl.envs import get_task
 from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
 from robot_rl.policy.base import to_tensor
-from robot_rl.runtime.evaluate import EVAL_SEED, wilson_interval
+from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows, wilson_interval
 from robot_rl.runtime.vec_env import ChunkVectorEnv
 
 TRAIN_SEED = 2_000_000  # training episodes: apart from demos (0...) and evaluation (1,000,000...)
@@ -113,34 +111,11 @@ def make_actor(policy: Policy, cfg: RLConfig):
     return DPPOActor(policy, cfg.dppo)
 
 
-class _Histories:
-    """Per-env observation windows (n_obs_steps) as one policy batch."""
-
-    def __init__(self, n_envs: int, n_obs: int, instruction: str) -> None:
-        self.frames: list[deque] = [deque(maxlen=n_obs) for _ in range(n_envs)]
-        self.n_obs, self.instruction = n_obs, instruction
-
-    def start(self, i: int, obs: dict[str, Any]) -> None:
-        self.frames[i].clear()
-        self.frames[i].extend([flatten_obs(obs)] * self.n_obs)
-
-    def push(self, i: int, obs: dict[str, Any]) -> None:
-        self.frames[i].append(flatten_obs(obs))
-
-    def batch(self, rows: list[int] | None = None) -> dict[str, Any]:
-        rows = range(len(self.frames)) if rows is None else rows
-        keys = self.frames[0][0].keys()
-        out: dict[str, Any] = {f"obs/{k}": np.stack([np.stack([f[k] for f in self.frames[i]]) for i in rows])
-                               for k in keys}
-        out["instruction"] = [self.instruction] * len(out["obs/state"])
-        return out
-
-
-def single_obs_batch(observations: list[dict[str, Any]], n_obs: int, instruction: str) -> dict[str, Any]:
-    hist = _Histories(len(observations), n_obs, instruction)
-    for i, o in enumerate(observations):
-        hist.start(i, o)
-    return hist.batch()
+def action_chunks(policy: Policy, actions: torch.Tensor) -> np.ndarray:
+    """Normalised flat chunks (B, H*A) -> the first ``n_action_steps`` actions of each, in env units."""
+    pc = policy.config
+    a = policy.action_norm.unnormalize(actions.reshape(-1, pc.horizon, pc.features.action_dim))
+    return np.clip(a[:, : pc.n_action_steps].cpu().numpy(), -1.0, 1.0)
 
 
 class RLTrainer:
@@ -173,6 +148,7 @@ class RLTrainer:
 
         self.policy = load_policy(policy_dir)
         self.env_config = env_config
+        self.instruction = get_task(env_config.task).instruction
         self.actor = make_actor(self.policy, cfg)
         if not cfg.finetune_encoder:
             self.policy.obs_encoder.requires_grad_(False)
@@ -229,7 +205,7 @@ class RLTrainer:
         torch.save(state, tmp)
         policy_tmp = self.run / "policy.tmp"
         shutil.rmtree(policy_tmp, ignore_errors=True)
-        copy.deepcopy(self.actor).export_policy().save(policy_tmp)
+        self.actor.export_policy().save(policy_tmp)
         old = self.run / "policy.old"
         shutil.rmtree(old, ignore_errors=True)
         if (self.run / "policy").exists():
@@ -280,11 +256,6 @@ class RLTrainer:
                 tb.add_scalar(f"{prefix}/{k}", v, self.env_steps)
 
     # ----------------------------------------------------------------------------------- acting
-    def _chunks(self, actions_norm: torch.Tensor) -> np.ndarray:
-        pc = self.policy.config
-        a = self.policy.action_norm.unnormalize(actions_norm.reshape(-1, pc.horizon, pc.features.action_dim))
-        return np.clip(a[:, : pc.n_action_steps].cpu().numpy(), -1.0, 1.0)
-
     def _frames(self, observations: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return {c: np.stack([o["images"][c] for o in observations]) for c in self.critic_cameras}
 
@@ -301,75 +272,70 @@ class RLTrainer:
     def collect(self, envs: ChunkVectorEnv, obs: list[dict[str, Any]]) -> tuple[dict[str, Any], list]:
         """``steps_per_iteration`` decisions in every env; returns the rollout batch and the
         observations to continue from."""
-        cfg, n, t_max = self.cfg, envs.num_envs, self.cfg.steps_per_iteration
-        hist = _Histories(n, self.policy.config.n_obs_steps, self.instruction)
+        cfg, n = self.cfg, envs.num_envs
+        hist = ObservationWindows(n, self.policy.config.n_obs_steps, self.instruction)
         for i, o in enumerate(obs):
             hist.start(i, o)
-        progress, done_prob = self._score(obs)
+        progress, _ = self._score(obs)
         buf: dict[str, list] = {k: [] for k in ("cond", "chain", "log_prob", "value", "next_value", "success",
                                                 "terminated", "ended", "delta", "obs")}
-        finished: list[tuple[bool, int]] = []
+        finished: list[bool] = []  # success of every episode that ended
         steps = 0
         self.policy.eval()
-        for _ in range(t_max):
-            batch = hist.batch()
-            cond = self._encode(batch)
+        batch = hist.batch()
+        cond = self._encode(batch)
+        for _ in range(cfg.steps_per_iteration):
             with torch.no_grad():
                 actions, chain, log_prob = self.actor.sample(cond, generator=self.generator)
                 value = self.value_fn(cond).squeeze(-1)
-            results = envs.step_chunks(self._chunks(actions))
-            ends = [r.final_obs if r.ended else r.obs for r in results]
-            restarted = [r.obs for r in results if r.ended]
-            scores, dones = self._score(ends + restarted)
-            end_progress, end_done = scores[:n], dones[:n]
-            success = np.array([r.success for r in results])
-            terminated = np.array([r.terminated for r in results])
+            results = envs.step_chunks(action_chunks(self.policy, actions))
+            end_progress, end_done = self._score([r.final_obs if r.ended else r.obs for r in results])
             if cfg.reward.done == "critic":  # the critic's done head ends episodes the env would not
-                critic_end = (end_done > self.scorer.done_threshold) & ~np.array([r.ended for r in results])
-                if critic_end.any():
-                    for i in np.flatnonzero(critic_end):
-                        results[i].final_obs, results[i].terminated = results[i].obs, True
-                        results[i].obs = envs.reset_one(int(i))
-                    terminated = terminated | critic_end
-                    restarted = [r.obs for r in results if r.ended]
-                    scores_r, _ = self._score(restarted)
-                    scores = np.concatenate([scores[:n], scores_r])
+                for i in np.flatnonzero(end_done > self.scorer.done_threshold):
+                    r = results[int(i)]
+                    if not r.ended:
+                        r.final_obs, r.terminated, r.obs = r.obs, True, envs.reset_one(int(i))
             ended = np.array([r.ended for r in results])
-            # V of the observation after each decision: the next decision's, or the final one's
-            final_rows = [i for i in range(n) if ended[i]]
+            final_rows = np.flatnonzero(ended)
+            # V's input after each decision: the next decision's condition for envs that go on, the
+            # window ending in the final observation for envs whose episode ended
+            finals = ObservationWindows(len(final_rows), self.policy.config.n_obs_steps, self.instruction)
+            for j, i in enumerate(final_rows):
+                finals.frames[j].extend(hist.frames[i])
+                finals.push(j, results[i].final_obs)
             for i, r in enumerate(results):
                 if r.ended:
-                    hist.start(i, r.final_obs)
+                    hist.start(i, r.obs)
                 else:
                     hist.push(i, r.obs)
+            next_batch = hist.batch()
+            next_cond = self._encode(next_batch)
             with torch.no_grad():
-                next_value = self.value_fn(self._encode(hist.batch())).squeeze(-1)
-            for i in final_rows:
-                hist.start(i, results[i].obs)
+                next_value = self.value_fn(next_cond).squeeze(-1)
+                if len(final_rows):
+                    next_value[final_rows] = self.value_fn(self._encode(finals.batch())).squeeze(-1)
             delta = end_progress - progress
-            progress = scores[:n].copy()
-            for j, i in enumerate(final_rows):
-                progress[i] = scores[n + j]
-            for r in results:
-                steps += r.steps
-                if r.ended:
-                    finished.append((bool(r.success), 0))
+            progress = end_progress.copy()
+            if len(final_rows):  # a fresh episode's progress starts from its first observation
+                progress[final_rows] = self._score([results[i].obs for i in final_rows])[0]
+            steps += sum(r.steps for r in results)
+            finished.extend(bool(results[i].success) for i in final_rows)
             buf["cond"].append(cond)
             buf["chain"].append(chain)
             buf["log_prob"].append(log_prob)
             buf["value"].append(value.numpy())
             buf["next_value"].append(next_value.numpy())
-            buf["success"].append(success)
-            buf["terminated"].append(terminated)
+            buf["success"].append(np.array([r.success for r in results]))
+            buf["terminated"].append(np.array([r.terminated for r in results]))
             buf["ended"].append(ended)
             buf["delta"].append(delta)
             if cfg.finetune_encoder:
                 buf["obs"].append(batch)
-            obs = [r.obs for r in results]
+            batch, cond = next_batch, next_cond
         rollout = {k: v for k, v in buf.items() if v}
         rollout["steps"] = steps
         rollout["finished"] = finished
-        return rollout, obs
+        return rollout, [r.obs for r in results]
 
     # ---------------------------------------------------------------------------------- learning
     def update(self, rollout: dict[str, Any]) -> dict[str, float]:
@@ -437,18 +403,13 @@ class RLTrainer:
         """Success of the policy without exploration noise on held-out seeds, N episodes at a time."""
         return evaluate_chunked(envs, lambda cond: self.actor.sample(cond, deterministic=True,
                                                                      generator=self.generator)[0],
-                                self.policy, self.instruction, episodes, seed, self._chunks)
+                                self.policy, episodes, seed)
 
     # ------------------------------------------------------------------------------------ the loop
     def train(self) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
-        from robot_rl.envs import make_env
-
         cfg = self.cfg
-        probe = make_env(self.env_config)
-        self.instruction = probe.unwrapped.instruction
-        probe.close()
         tb = SummaryWriter(str(self.run / "tb"))
         start = time.perf_counter()
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -468,7 +429,7 @@ class RLTrainer:
                 self.iteration += 1
                 self.env_steps += rollout["steps"]
                 self.episodes += len(rollout["finished"])
-                wins = [s for s, _ in rollout["finished"]]
+                wins = rollout["finished"]
                 row = {"iteration": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                        "train_success": float(np.mean(wins)) if wins else float("nan"),
                        "rollout_s": t1 - t0, "update_s": t2 - t1, "iteration_s": t2 - t0,
@@ -503,8 +464,7 @@ class RLTrainer:
         return row
 
 
-def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, instruction: str, episodes: int,
-                     seed: int, to_chunks) -> dict[str, Any]:
+def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, episodes: int, seed: int) -> dict[str, Any]:
     """Episodes ``seed``, ``seed + 1``, ... in waves of ``envs.num_envs``; ``act(cond)`` gives
     normalised chunks."""
     n = envs.num_envs
@@ -513,13 +473,13 @@ def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, instruction: str
         count = min(n, episodes - wave)
         seeds = [seed + wave + i if i < count else seed + wave + i + 10**8 for i in range(n)]
         obs = envs.reset(seeds)
-        hist = _Histories(n, policy.config.n_obs_steps, instruction)
+        hist = ObservationWindows(n, policy.config.n_obs_steps, get_task(envs.env_config.task).instruction)
         for i, o in enumerate(obs):
             hist.start(i, o)
         active = [i < count for i in range(n)]
         length = [0] * n
         while any(active):
-            chunks = to_chunks(act(policy.encode(hist.batch())))
+            chunks = action_chunks(policy, act(policy.encode(hist.batch())))
             results = envs.step_chunks(list(chunks), active=active, auto_reset=False)
             for i, r in enumerate(results):
                 if r is None:

@@ -166,9 +166,7 @@ class ChunkVectorEnv:
         slot = self._slots[i]
         if cmd == "step":
             return slot.run_chunk(*arg)
-        if cmd == "reset":
-            return slot.reset(arg)[0]
-        return slot.episode
+        return slot.reset(arg)[0]
 
     def reset(self, seeds: list[int | None] | None = None) -> list[dict[str, Any]]:
         """Reset every env (to the given seeds, else the next of its stream)."""
