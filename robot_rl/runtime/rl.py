@@ -338,7 +338,9 @@ class RLTrainer:
         return rollout, [r.obs for r in results]
 
     # ---------------------------------------------------------------------------------- learning
-    def update(self, rollout: dict[str, Any]) -> dict[str, float]:
+    def advantages(self, rollout: dict[str, Any]) -> dict[str, Any]:
+        """Rewards (raw and normalised), GAE advantages and returns (T, N) of a rollout; updates the
+        reward normaliser."""
         cfg = self.cfg
         success = np.stack(rollout["success"])
         terminated = np.stack(rollout["terminated"]).astype(np.float32)
@@ -355,6 +357,13 @@ class RLTrainer:
             rewards = self.normalizer(rewards)
         values, next_values = np.stack(rollout["value"]), np.stack(rollout["next_value"])
         adv, returns = compute_gae(rewards, values, next_values, terminated, ended, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+        return {"raw_rewards": raw_rewards, "rewards": rewards, "advantages": adv, "returns": returns,
+                "values": values, "cond": cond}
+
+    def update(self, rollout: dict[str, Any]) -> dict[str, float]:
+        cfg = self.cfg
+        a = self.advantages(rollout)
+        cond, adv, returns, values = a["cond"], a["advantages"], a["returns"], a["values"]
         batch = {
             "cond": cond, "chain": torch.cat(rollout["chain"]), "log_prob": torch.cat(rollout["log_prob"]),
             "advantages": to_tensor(adv.reshape(-1)), "returns": to_tensor(returns.reshape(-1)),
@@ -393,7 +402,7 @@ class RLTrainer:
             loss.backward()
             self.rnd_opt.step()
             metrics["rnd_loss"] = loss.item()
-        metrics["reward_mean"] = float(raw_rewards.mean())
+        metrics["reward_mean"] = float(a["raw_rewards"].mean())
         metrics["explained_variance"] = explained_variance(values.reshape(-1), returns.reshape(-1))
         return metrics
 
