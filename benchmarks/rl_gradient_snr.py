@@ -29,8 +29,10 @@ from robot_rl.runtime.rl import TRAIN_SEED, RLTrainer
 from robot_rl.runtime.vec_env import ChunkVectorEnv
 
 
-def mean_cosine(grads: list[torch.Tensor]) -> dict[str, float] | None:
-    pairs = [torch.nn.functional.cosine_similarity(a, b, dim=0).item() for a, b in itertools.combinations(grads, 2)]
+def mean_cosine(grads: list[torch.Tensor], gap: tuple[int, int] = (1, 10**9)) -> dict[str, float] | None:
+    """Mean cosine over pairs of batches whose distance in collection order is within ``gap``."""
+    pairs = [torch.nn.functional.cosine_similarity(grads[i], grads[j], dim=0).item()
+             for i, j in itertools.combinations(range(len(grads)), 2) if gap[0] <= j - i <= gap[1]]
     if not pairs:
         return None
     sem = float(np.std(pairs) / np.sqrt(len(pairs))) if len(pairs) > 1 else None
@@ -101,6 +103,9 @@ def main() -> None:
             str(decisions * m): mean_cosine([sum(gs[i : i + m]) for i in range(0, len(gs) - m + 1, m)])
             for m in (1, 2, 4)
         }
+        # consecutive batches share the episodes that cross their boundary and the value net between them
+        report["cosine"][name]["consecutive"] = mean_cosine(gs, (1, 1))
+        report["cosine"][name]["apart"] = mean_cosine(gs, (2, 10**9))
     print(json.dumps(report, indent=2))
 
 
