@@ -88,7 +88,7 @@ def main() -> None:
                                                   for x, p in zip(g, params)]))
             episodes += len(rollout["finished"])
             wins += sum(rollout["finished"])
-            trainer.update(rollout)  # value net only (still warming up): a fair baseline for the next batch
+            trainer.update(rollout, a)  # value net only (still warming up): a fair baseline for the next batch
             trainer.iteration += 1
     finally:
         envs.close()

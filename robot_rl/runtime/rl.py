@@ -339,8 +339,8 @@ class RLTrainer:
 
     # ---------------------------------------------------------------------------------- learning
     def advantages(self, rollout: dict[str, Any]) -> dict[str, Any]:
-        """Rewards (raw and normalised), GAE advantages and returns (T, N) of a rollout; updates the
-        reward normaliser."""
+        """Raw rewards, GAE advantages, returns and values (T, N) of a rollout, and its conditions;
+        updates the reward normaliser."""
         cfg = self.cfg
         success = np.stack(rollout["success"])
         terminated = np.stack(rollout["terminated"]).astype(np.float32)
@@ -357,12 +357,13 @@ class RLTrainer:
             rewards = self.normalizer(rewards)
         values, next_values = np.stack(rollout["value"]), np.stack(rollout["next_value"])
         adv, returns = compute_gae(rewards, values, next_values, terminated, ended, cfg.ppo.gamma, cfg.ppo.gae_lambda)
-        return {"raw_rewards": raw_rewards, "rewards": rewards, "advantages": adv, "returns": returns,
-                "values": values, "cond": cond}
+        return {"raw_rewards": raw_rewards, "advantages": adv, "returns": returns, "values": values, "cond": cond}
 
-    def update(self, rollout: dict[str, Any]) -> dict[str, float]:
+    def update(self, rollout: dict[str, Any], advantages: dict[str, Any] | None = None) -> dict[str, float]:
+        """One PPO update on a rollout; ``advantages``: what ``advantages(rollout)`` already returned
+        for it (computing them again would count its rewards twice in the normaliser)."""
         cfg = self.cfg
-        a = self.advantages(rollout)
+        a = advantages if advantages is not None else self.advantages(rollout)
         cond, adv, returns, values = a["cond"], a["advantages"], a["returns"], a["values"]
         batch = {
             "cond": cond, "chain": torch.cat(rollout["chain"]), "log_prob": torch.cat(rollout["log_prob"]),
