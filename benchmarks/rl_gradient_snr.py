@@ -8,6 +8,9 @@ signal-to-noise s). The same run compares batches of 1, 2 and 4 iterations' deci
 (velocity or denoiser) and the exploration-noise network.
 
     python benchmarks/rl_gradient_snr.py --job data/quickstart --batches 8
+    python benchmarks/rl_gradient_snr.py --job data/quickstart --reward critic -- --rl.ppo.gae_lambda=0.5
+
+Anything after ``--`` overrides the job config, as on the ``robot-rl train`` command line.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=8, help="independent rollout batches (iterations) to compare")
     ap.add_argument("--warmup", type=int, default=3, help="value-only iterations before measuring")
     ap.add_argument("--reward", default=None, help="reward kind (default: the config's)")
+    ap.add_argument("overrides", nargs="*", help="job-config overrides after --, e.g. --rl.ppo.gae_lambda=0.5")
     args = ap.parse_args()
     if args.batches < 4:
         raise SystemExit(f"--batches must be >= 4 to compare merged batches, got {args.batches}")
-    job = load_config(TrainJobConfig, args.config, [f"--out={args.job}"])
+    job = load_config(TrainJobConfig, args.config, [f"--out={args.job}", *args.overrides])
     root = Path(args.job)
     for need in ("bc/policy", "critic/critic"):
         if not (root / need).exists():
@@ -93,7 +97,8 @@ def main() -> None:
     finally:
         envs.close()
     decisions = cfg.num_envs * cfg.steps_per_iteration
-    report = {"task": env.task, "algo": cfg.algo, "reward": cfg.reward.kind, "decisions_per_batch": decisions,
+    report = {"task": env.task, "algo": cfg.algo, "reward": cfg.reward.kind, "overrides": args.overrides,
+              "gae_lambda": cfg.ppo.gae_lambda, "gamma": cfg.ppo.gamma, "decisions_per_batch": decisions,
               "batches": args.batches, "episodes": episodes, "train_success": round(wins / max(episodes, 1), 3),
               "wall_s": round(time.perf_counter() - start, 1), "cosine": {}}
     for name, gs in grads.items():
