@@ -14,10 +14,12 @@ import numpy as np
 from robot_rl.config.env import EnvConfig
 from robot_rl.core.errors import ConfigError
 from robot_rl.envs.native.assets import task_xml
-from robot_rl.envs.native.controller import ACTION_DIM, EndEffectorController
+from robot_rl.envs.native.controller import ACTION_DIM, ARM_JOINTS, EndEffectorController
 from robot_rl.envs.native.tasks import Scene, Task
 
 STATE_DIM = 22  # tcp pos 3, tcp quat 4, gripper width 1, joint pos 7, joint vel 7
+STATE_NAMES = ("tcp_x", "tcp_y", "tcp_z", "tcp_qw", "tcp_qx", "tcp_qy", "tcp_qz", "gripper_width",
+               *(f"joint{i}_pos" for i in range(1, 8)), *(f"joint{i}_vel" for i in range(1, 8)))
 ARM_JITTER = 0.05  # rad, per joint at reset so that no two episodes start alike
 
 
@@ -107,6 +109,19 @@ class NativeManipulationEnv(gym.Env):
         self._renderers.clear()
 
     # ------------------------------------------------------------------------------------ helpers
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """What each entry of ``obs["state"]`` is."""
+        return STATE_NAMES
+
+    @property
+    def joint_names(self) -> list[str]:
+        return list(ARM_JOINTS)
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Arm joint positions and velocities (what a real arm's driver publishes on /joint_states)."""
+        return self.data.qpos[self.controller.qpos_idx].copy(), self.data.qvel[self.controller.dof_idx].copy()
+
     def privileged_state(self) -> dict[str, np.ndarray]:
         """Ground-truth object state for scripted experts; policies never see it."""
         return self.task.privileged(self.scene)
