@@ -1,0 +1,221 @@
+"""The inference node's logic: observations in from a robot's topics, action chunks out, the critic's
+progress reward beside them, and new weights picked up from a directory while it runs.
+
+It acts on each step report of the robot whose observation has fully arrived: at the start of an
+episode and whenever the last chunk it sent has been executed (``execute_steps`` actions), or when the
+robot reports it is holding for want of an action. An observation that completed longer than
+``obs_timeout_s`` ago is never acted on (the robot's watchdog then holds it still).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_rl.core.errors import ConfigError
+from robot_rl.transport import ServiceClient, Transport
+from robot_rl.transport.convert import (
+    RobotTopics,
+    array_to_msg,
+    chunk_to_msg,
+    compressed_to_image,
+    msg_to_image,
+    msg_to_state,
+)
+from robot_rl.transport.messages import CompressedImage, Float64MultiArray, Image, JointState, String, Time
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PolicyServerConfig:
+    """What the inference node runs and how."""
+
+    checkpoint: str = ""
+    """A saved policy folder (``config.json`` + weights) or a run folder holding ``policy/``."""
+    critic: str | None = None
+    """A saved progress critic: its progress, delta and done probability go out on ``robot_rl/reward``."""
+    topics: RobotTopics = field(default_factory=RobotTopics)
+    """The robot's topics."""
+    steps: int | None = None
+    """Sampling steps per chunk (None: the policy's own)."""
+    execute_steps: int | None = None
+    """Actions of each chunk sent to the robot (None: the policy's ``n_action_steps``)."""
+    obs_timeout_s: float = 0.5
+    """Observations older than this are not acted on."""
+    reload_every_s: float = 2.0
+    """How often to look for new weights in ``checkpoint`` (0: never)."""
+    seed: int = 0
+    """Seed of the policy's sampling noise."""
+    instruction: str | None = None
+    """The language goal (None: ask the robot's episode service, which knows its task)."""
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise ConfigError("checkpoint is required: a saved policy folder")
+        if self.obs_timeout_s <= 0:
+            raise ConfigError(f"obs_timeout_s must be > 0, got {self.obs_timeout_s}")
+
+
+def _weights_version(policy_dir: Path) -> float:
+    files = list(policy_dir.glob("*.safetensors")) + [policy_dir / "config.json"]
+    return max((f.stat().st_mtime for f in files if f.is_file()), default=0.0)
+
+
+class PolicyServer:
+    """Serves a policy (and optionally a critic) to the robot on ``transport`` until :meth:`close`."""
+
+    def __init__(self, transport: Transport, config: PolicyServerConfig) -> None:
+        from robot_rl.runtime.evaluate import ObservationWindows, load_checkpoint
+
+        config.validate()
+        self.cfg, self.topics = config, config.topics
+        self.policy, _ = load_checkpoint(config.checkpoint)
+        path = Path(config.checkpoint)
+        self.policy_dir = path / "policy" if (path / "policy" / "config.json").is_file() else path
+        self._version = _weights_version(self.policy_dir)
+        self.weights_loaded = 1
+        pcfg = self.policy.config
+        self.cameras = list(pcfg.features.cameras)
+        self.state_dim = int(pcfg.features.state_dim)
+        self.action_dim = int(pcfg.features.action_dim)
+        self.execute_steps = config.execute_steps or pcfg.n_action_steps
+        if not 1 <= self.execute_steps <= pcfg.horizon:
+            raise ConfigError(f"execute_steps must be in [1, {pcfg.horizon}], got {self.execute_steps}")
+        self.scorer = None
+        if config.critic:
+            from robot_rl.critic.model import ProgressCritic
+            from robot_rl.critic.reward import CriticReward
+
+            self.scorer = CriticReward(ProgressCritic.load(config.critic))
+        self._windows_cls = ObservationWindows
+        self._history: Any = None
+        self._generator = torch.Generator().manual_seed(config.seed)
+        self._lock = threading.Lock()
+        self._parts: OrderedDict[tuple[int, int], dict[str, Any]] = OrderedDict()
+        self._reports: OrderedDict[tuple[int, int], dict] = OrderedDict()
+        self._episode = -1
+        self._since_chunk = 0
+        self._progress: float | None = None
+        self.instruction = config.instruction or ""
+        self._client = None if config.instruction is not None else ServiceClient(transport, self.topics.episode)
+        self.latencies: list[float] = []
+        self.chunks_sent = 0
+
+        self._pub_action = transport.publisher(self.topics.action, Float64MultiArray)
+        self._pub_reward = transport.publisher(self.topics.reward, Float64MultiArray)
+        image_type = CompressedImage if self.topics.image_transport == "jpeg" else Image
+        self._subs = [transport.subscribe(self.topics.step, String, self._on_step),
+                      transport.subscribe(self.topics.state, JointState, self._on_state)]
+        for cam in self.cameras:
+            self._subs.append(transport.subscribe(self.topics.image(cam), image_type,
+                                                  lambda msg, cam=cam: self._on_image(cam, msg)))
+        self._closed = threading.Event()
+        self._reloader = None
+        if config.reload_every_s > 0:
+            self._reloader = threading.Thread(target=self._watch_weights, name="weights", daemon=True)
+            self._reloader.start()
+
+    # --------------------------------------------------------------------------------- receiving
+    def _on_state(self, msg: JointState) -> None:
+        self._add((msg.header.stamp.sec, msg.header.stamp.nanosec), "state", msg_to_state(msg, self.state_dim))
+
+    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
+        image = compressed_to_image(msg) if isinstance(msg, CompressedImage) else msg_to_image(msg)
+        expected = (self.policy.config.features.image_size,) * 2 + (3,)
+        if image.shape != expected:
+            raise ConfigError(f"{camera} image is {image.shape}, the policy expects {expected}")
+        self._add((msg.header.stamp.sec, msg.header.stamp.nanosec), camera, image)
+
+    def _on_step(self, msg: String) -> None:
+        report = json.loads(msg.data)
+        self._add(tuple(report["stamp"]), "_report", report)
+
+    def _add(self, key: tuple[int, int], name: str, value: Any) -> None:
+        with self._lock:
+            parts = self._parts.setdefault(key, {})
+            parts[name] = value
+            while len(self._parts) > 32:
+                self._parts.popitem(last=False)
+            if not {"_report", "state", *self.cameras} <= parts.keys():
+                return
+            del self._parts[key]
+            parts["_complete_at"] = time.monotonic()
+            self._handle(key, parts)
+
+    # ----------------------------------------------------------------------------------- acting
+    def _handle(self, key: tuple[int, int], parts: dict[str, Any]) -> None:
+        report = parts["_report"]
+        obs: dict[str, Any] = {"state": parts["state"]}
+        if self.cameras:
+            obs["images"] = {c: parts[c] for c in self.cameras}
+        new_episode = report["episode"] != self._episode or report["step"] == 0
+        if new_episode and self._client is not None and not self.instruction:
+            self.instruction = self._client.call({"op": "spec"}, timeout=2.0).get("instruction", "")
+        if new_episode:
+            self._episode, self._since_chunk, self._progress = report["episode"], 0, None
+            self._history = self._windows_cls(1, self.policy.config.n_obs_steps, self.instruction)
+            self._history.start(0, obs)
+        else:
+            self._history.push(0, obs)
+            if report["action"] is not None and report["held"] is None:
+                self._since_chunk += 1
+        if self.scorer is not None:
+            self._publish_reward(obs)
+        if report["terminated"] or report["truncated"]:
+            return
+        due = new_episode or self._since_chunk >= self.execute_steps or report["held"] in ("no_action", "stale_action")
+        if not due:
+            return
+        if time.monotonic() - parts["_complete_at"] > self.cfg.obs_timeout_s:
+            log.warning("observation %s is stale; not acting on it", key)
+            return
+        start = time.perf_counter()
+        chunk = self.policy.act(self._history.batch(), steps=self.cfg.steps, generator=self._generator)[0]
+        self.latencies.append(time.perf_counter() - start)
+        self._pub_action.publish(chunk_to_msg(chunk[: self.execute_steps], stamp=Time(sec=key[0], nanosec=key[1])))
+        self._since_chunk = 0
+        self.chunks_sent += 1
+
+    def _publish_reward(self, obs: dict[str, Any]) -> None:
+        frames = {c: img[None] for c, img in obs["images"].items()}
+        progress, done = self.scorer.score_frames(frames, self.instruction)
+        delta = 0.0 if self._progress is None else float(progress[0]) - self._progress
+        self._progress = float(progress[0])
+        self._pub_reward.publish(array_to_msg(np.array([self._progress, delta, float(done[0])]),
+                                              ["progress,delta,done"]))
+
+    # ---------------------------------------------------------------------------------- weights
+    def _watch_weights(self) -> None:
+        while not self._closed.wait(self.cfg.reload_every_s):
+            try:
+                version = _weights_version(self.policy_dir)
+                if version > self._version:
+                    self.reload()
+                    self._version = version
+            except Exception as exc:  # noqa: BLE001 - a half-written checkpoint: keep the old weights, retry
+                log.error("could not reload weights from %s: %s", self.policy_dir, exc)
+
+    def reload(self) -> None:
+        """Load the weights now in ``checkpoint`` (same architecture) into the running policy."""
+        from robot_rl.runtime.evaluate import load_checkpoint
+
+        fresh, _ = load_checkpoint(self.cfg.checkpoint)
+        with self._lock:
+            self.policy.load_state_dict(fresh.state_dict())
+            self.weights_loaded += 1
+        log.info("loaded new weights from %s (#%d)", self.policy_dir, self.weights_loaded)
+
+    def close(self) -> None:
+        self._closed.set()
+        for sub in self._subs:
+            sub.close()
