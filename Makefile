@@ -10,6 +10,12 @@ TORCH_PIN ?= torch==2.13.0
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 
+# The rclpy environment of the ROS 2 tests (third-party Jazzy wheels from PyPI, see ros_ws/README.md): its
+# own venv, because those wheels re-execute Python with their own LD_LIBRARY_PATH.
+ROS_VENV   ?= .venv-ros
+ROS_WHEELS := "ros-rclpy[fastrtps]==7.1.6" ros-sensor-msgs==5.3.6 ros-std-msgs==5.3.6 ros-ament-package \
+              colcon-common-extensions
+
 DEMO_CONFIG   ?= configs/quickstart.yaml
 DEMO_DIR      ?= data/quickstart
 
@@ -24,7 +30,21 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,ros]"
+	touch $@
+
+# Never fails: where the wheels cannot be installed, it records why in $(ROS_VENV)/UNAVAILABLE and the ROS 2
+# tests skip with that reason. colcon needs setuptools<80.
+$(ROS_VENV)/.ready: pyproject.toml
+	mkdir -p $(ROS_VENV)
+	rm -f $(ROS_VENV)/UNAVAILABLE
+	( test -x $(ROS_VENV)/bin/python || $(PYTHON) -m venv $(ROS_VENV) ) > $(ROS_VENV)/install.log 2>&1 && \
+	$(ROS_VENV)/bin/pip install -q $(TORCH_PIN) >> $(ROS_VENV)/install.log 2>&1 && \
+	$(ROS_VENV)/bin/pip install -q $(ROS_WHEELS) >> $(ROS_VENV)/install.log 2>&1 && \
+	$(ROS_VENV)/bin/pip install -q -e ".[ros]" "setuptools<80" >> $(ROS_VENV)/install.log 2>&1 && \
+	$(ROS_VENV)/bin/python -c "import rclpy, sensor_msgs.msg, torch, robot_rl.transport" >> $(ROS_VENV)/install.log 2>&1 \
+	|| { cp $(ROS_VENV)/install.log $(ROS_VENV)/UNAVAILABLE; \
+	     echo "rclpy environment could not be built (see $(ROS_VENV)/UNAVAILABLE): the ROS 2 tests will skip"; }
 	touch $@
 
 # The main job on the embedded default: demos -> BC -> progress critic -> ReinFlow on the critic's reward
@@ -37,7 +57,7 @@ demo: $(VENV)/.installed
 	$(RR) critic plot --checkpoint $(DEMO_DIR)/critic --data $(DEMO_DIR)/demos.zarr --episode 0 \
 	  --failed-data $(DEMO_DIR)/failures.zarr --out $(DEMO_DIR)/critic/value_curves.png
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed $(ROS_VENV)/.ready
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.dev-installed

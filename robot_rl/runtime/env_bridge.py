@@ -44,7 +44,8 @@ class BridgeConfig:
     topics: RobotTopics = field(default_factory=RobotTopics)
     """Topic names and image transport."""
     action_timeout_s: float = 0.5
-    """Watchdog: an action chunk older than this is not executed; the arm holds still."""
+    """Watchdog: an action executed more than this after it was due (its chunk's arrival plus its index in
+    the chunk over the control rate) is dropped with the rest of its chunk; the arm holds still."""
     action_limit: float = 1.0
     """Every executed action is clipped to [-action_limit, action_limit] (the env's own box is [-1, 1])."""
     absolute_dims: list[int] = field(default_factory=lambda: [6])
@@ -94,6 +95,7 @@ class EnvBridge:
         self._queue: deque[np.ndarray] = deque()
         self._queue_stamp: Any = None
         self._action_at = 0.0
+        self._queue_index = 0
         self._last_action = np.zeros(self.action_dim, np.float32)
         self._estop = False
         self._takeover = False
@@ -125,7 +127,7 @@ class EnvBridge:
         chunk, stamp = msg_to_chunk(msg, self.action_dim)  # raises on a malformed chunk: logged, dropped
         with self._lock:
             self._queue = deque(chunk)
-            self._queue_stamp, self._action_at = stamp, time.monotonic()
+            self._queue_stamp, self._action_at, self._queue_index = stamp, time.monotonic(), 0
         self._wake.set()
 
     def _on_estop(self, msg: Bool) -> None:
@@ -154,7 +156,7 @@ class EnvBridge:
             seed = request.get("seed")
             if seed is not None and not isinstance(seed, int):
                 raise ConfigError(f"reset seed must be an integer or null, got {seed!r}")
-            return self._on_loop(lambda: self.reset(seed))
+            return self.reset(seed)
         if op == "stop":
             with self._lock:
                 self.active = False
@@ -181,6 +183,10 @@ class EnvBridge:
                 "image_transport": self.topics.image_transport}
 
     def reset(self, seed: int | None = None) -> dict:
+        """Start an episode (on the bridge's thread); returns its first step report and instruction."""
+        return self._on_loop(lambda: self._reset(seed))
+
+    def _reset(self, seed: int | None) -> dict:
         with self._lock:
             obs, info = self.env.reset(seed=seed)
             self.episode += 1
@@ -203,9 +209,13 @@ class EnvBridge:
             return self._teleop, None, None, True
         if not self._queue:
             return None, "no_action", None, False
-        if now - self._action_at > self.cfg.action_timeout_s:
+        # action i of a chunk is due i periods after the chunk came; later than the timeout past that, the
+        # sender has fallen behind or died, and the rest of the chunk is dropped
+        due = self._action_at + self._queue_index / self.control_hz
+        if now - due > self.cfg.action_timeout_s:
             self._queue.clear()
             return None, "stale_action", None, False
+        self._queue_index += 1
         return self._queue.popleft(), None, self._queue_stamp, False
 
     def _hold(self) -> np.ndarray:

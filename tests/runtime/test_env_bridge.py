@@ -1,0 +1,162 @@
+"""EnvBridge + RosRobotEnv over the in-process transport: lock-step fidelity, the watchdog, the e-stop,
+teleop takeover and malformed actions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from robot_rl.envs.ros_robot import RosRobotEnv
+from robot_rl.runtime.env_bridge import BridgeConfig, EnvBridge
+from robot_rl.transport import InProcBus, InProcTransport, QoS
+from robot_rl.transport.convert import RobotTopics, chunk_to_msg
+from robot_rl.transport.messages import Bool, Float64MultiArray, String
+from tests.conftest import small_env
+
+TOPICS = RobotTopics()
+
+
+class Reports:
+    """Every step report of the bridge, in order."""
+
+    def __init__(self, t: InProcTransport) -> None:
+        self.all: list[dict] = []
+        t.subscribe(TOPICS.step, String, lambda m: self.all.append(json.loads(m.data)), qos=QoS(depth=1000))
+        self.read = 0
+
+    def next(self, n: int, timeout: float = 10.0) -> list[dict]:
+        """The next ``n`` reports after those already read."""
+        deadline = time.monotonic() + timeout
+        while len(self.all) < self.read + n:
+            assert time.monotonic() < deadline, f"only {len(self.all) - self.read} of {n} step reports"
+            time.sleep(0.01)
+        out = self.all[self.read : self.read + n]
+        self.read += n
+        return out
+
+    def skip(self) -> None:
+        self.read = len(self.all)
+
+
+def test_lockstep_robot_env_matches_the_local_env():
+    t = InProcTransport(InProcBus())
+    bridge = EnvBridge(small_env("push", max_steps=12), t, BridgeConfig(realtime=False))
+    robot = RosRobotEnv(t, timeout_s=10)
+    local = small_env("push", max_steps=12)
+    try:
+        obs, info = robot.reset(seed=5)
+        ref, _ = local.reset(seed=5)
+        assert info["instruction"] == local.unwrapped.instruction
+        assert np.array_equal(obs["images"]["front"], ref["images"]["front"])
+        rng = np.random.default_rng(0)
+        for _ in range(12):
+            action = rng.uniform(-1, 1, 7).astype(np.float32)
+            obs, reward, term, trunc, info = robot.step(action)
+            ref, ref_reward, ref_term, ref_trunc, _ = local.step(action)
+            assert np.allclose(obs["state"], ref["state"], atol=1e-5)
+            assert np.array_equal(obs["images"]["wrist"], ref["images"]["wrist"])
+            assert (reward, term, trunc) == (ref_reward, ref_term, ref_trunc)
+            assert np.allclose(info["executed_action"], action) and not info["intervention"]
+            if term or trunc:
+                break
+        assert trunc or term
+        with pytest.raises(Exception, match="before reset\\(\\) or after the episode ended"):
+            robot.step(np.zeros(7))
+        with pytest.raises(Exception, match="action must have shape \\(7,\\)"):
+            robot.reset(seed=1)
+            robot.step(np.zeros(6))
+    finally:
+        robot.close()
+        bridge.close()
+        local.close()
+
+
+def test_realtime_watchdog_estop_takeover_and_malformed_actions(caplog):
+    t = InProcTransport(InProcBus())
+    bridge = EnvBridge(small_env("push", max_steps=400), t, BridgeConfig(realtime=True, action_timeout_s=0.3),
+                       control_hz=20)
+    steps = Reports(t)
+    action_pub = t.publisher(TOPICS.action, Float64MultiArray)
+    try:
+        bridge.reset(seed=0)
+        up = np.zeros((8, 7), np.float32)
+        up[:, 2] = 1.0  # move up
+        action_pub.publish(chunk_to_msg(up))
+        moved = steps.next(14)[1:]  # after the reset's report
+        executed = [r for r in moved if r["held"] is None]
+        assert len(executed) == 8 and all(r["action"][2] == 1.0 for r in executed)
+        held = [r for r in moved if r["held"] is not None]
+        assert held and all(r["held"] == "no_action" and r["action"][2] == 0.0 for r in held)
+
+        # a chunk that arrives and then goes stale is never executed
+        # actions that could not run on time (here the bridge stalls 0.5 s) are dropped, not run late
+        action_pub.publish(chunk_to_msg(up))
+        time.sleep(0.05)
+        with bridge._lock:
+            time.sleep(0.5)
+            steps.skip()
+        after = steps.next(3)
+        assert after[0]["held"] == "stale_action" and all(r["held"] is not None for r in after)
+
+        # e-stop latches until released
+        t.publisher(TOPICS.estop, Bool).publish(Bool(data=True))
+        time.sleep(0.1)
+        action_pub.publish(chunk_to_msg(up))
+        time.sleep(0.05)
+        steps.skip()
+        assert all(r["held"] == "estop" for r in steps.next(3))
+        t.publisher(TOPICS.estop, Bool).publish(Bool(data=False))
+
+        # teleop takeover: the operator's action runs, marked as an intervention
+        t.publisher(TOPICS.takeover, Bool).publish(Bool(data=True))
+        teleop = t.publisher(TOPICS.teleop_action, Float64MultiArray)
+        for _ in range(10):
+            teleop.publish(chunk_to_msg(np.array([[0.5, 0, 0, 0, 0, 0, 1.0]])))
+            time.sleep(0.05)
+        ops = [r for r in steps.next(3) if r["intervention"] and r["held"] is None]
+        assert ops and ops[-1]["action"][0] == 0.5
+        t.publisher(TOPICS.takeover, Bool).publish(Bool(data=False))
+
+        # malformed actions are logged and dropped; the bridge keeps serving
+        with caplog.at_level(logging.ERROR):
+            action_pub.publish(Float64MultiArray(data=np.zeros(5)))
+            action_pub.publish(chunk_to_msg(np.full((1, 7), np.nan)))
+            time.sleep(0.2)
+        assert "expected a positive multiple of 7" in caplog.text and "NaN or inf" in caplog.text
+        steps.skip()
+        action_pub.publish(chunk_to_msg(up[:2]))
+        later = steps.next(6)
+        assert any(r["held"] is None and r["action"][2] == 1.0 for r in later)
+    finally:
+        bridge.close()
+
+
+def test_bridge_holds_the_arm_still_when_actions_stop():
+    t = InProcTransport(InProcBus())
+    bridge = EnvBridge(small_env("push", max_steps=400), t, BridgeConfig(realtime=True, action_timeout_s=0.2),
+                       control_hz=20)
+    robot = RosRobotEnv(t)
+    try:
+        robot.reset(seed=1)
+        for _ in range(4):
+            obs, *_ = robot.step(np.array([0.0, 1.0, 0, 0, 0, 0, -1.0], np.float32))
+        moving_tcp = obs["state"][:3].copy()
+        reports = Reports(t)
+        time.sleep(0.6)  # no actions: the watchdog holds
+        reports.skip()
+        reports = reports.next(5)
+        assert all(r["held"] == "no_action" for r in reports)
+        bridge_env = bridge.env.unwrapped
+        with bridge._lock:
+            tcp = bridge_env._state()[:3].copy()
+        time.sleep(0.3)
+        with bridge._lock:
+            assert np.linalg.norm(bridge_env._state()[:3] - tcp) < 2e-3  # holding still
+        assert np.linalg.norm(tcp - moving_tcp) < 0.05
+    finally:
+        robot.close()
+        bridge.close()
