@@ -19,16 +19,11 @@ import numpy as np
 
 from robot_rl.core.errors import ConfigError
 from robot_rl.transport import ServiceClient, Transport, TransportError
-from robot_rl.transport.convert import (
-    RobotTopics,
-    chunk_to_msg,
-    compressed_to_image,
-    msg_to_image,
-    msg_to_state,
-)
-from robot_rl.transport.messages import CompressedImage, Float64MultiArray, Image, JointState, String, Time
+from robot_rl.transport.convert import RobotTopics, chunk_to_msg
+from robot_rl.transport.messages import Float64MultiArray, String, Time
+from robot_rl.transport.observations import StampedObservations, stamp_key
 
-_KEEP = 64  # stamps of recent steps kept while their parts arrive
+_KEEP = 64  # step reports kept until their step() collects them
 
 
 class RosRobotEnv(gym.Env):
@@ -37,24 +32,19 @@ class RosRobotEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, transport: Transport, topics: RobotTopics | None = None, timeout_s: float = 10.0) -> None:
-        self.transport, self.topics, self.timeout_s = transport, topics or RobotTopics(), timeout_s
+        self.topics, self.timeout_s = topics or RobotTopics(), timeout_s
         self._client = ServiceClient(transport, self.topics.episode)
         self._cond = threading.Condition()
-        self._parts: OrderedDict[tuple[int, int], dict[str, Any]] = OrderedDict()
         self._reports: OrderedDict[tuple[int, int], dict] = OrderedDict()  # by the stamp their action answered
-        self._subs = [transport.subscribe(self.topics.step, String, self._on_step),
-                      transport.subscribe(self.topics.state, JointState, self._on_state)]
+        self._step_sub = transport.subscribe(self.topics.step, String, self._on_step)
         self.spec_info = self._client.call({"op": "spec"}, timeout=timeout_s)
         self.cameras = list(self.spec_info["cameras"])
         if self.spec_info.get("image_transport", "raw") != self.topics.image_transport:
             raise ConfigError(f"the robot publishes {self.spec_info['image_transport']} images, this env expects "
                               f"{self.topics.image_transport}")
-        image_type = CompressedImage if self.topics.image_transport == "jpeg" else Image
-        for cam in self.cameras:
-            self._subs.append(transport.subscribe(self.topics.image(cam), image_type,
-                                                  lambda msg, cam=cam: self._on_image(cam, msg)))
-        self._action_pub = transport.publisher(self.topics.action, Float64MultiArray)
         self.action_dim, self.state_dim = int(self.spec_info["action_dim"]), int(self.spec_info["state_dim"])
+        self._observations = StampedObservations(transport, self.topics, self.cameras, self.state_dim, keep=_KEEP)
+        self._action_pub = transport.publisher(self.topics.action, Float64MultiArray)
         self.instruction = self.spec_info.get("instruction", "")
         self.metadata = {**self.metadata, "render_fps": self.spec_info["control_hz"]}
         spaces: dict[str, gym.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (self.state_dim,), np.float32)}
@@ -67,54 +57,22 @@ class RosRobotEnv(gym.Env):
         self._done = True
 
     # --------------------------------------------------------------------------------- receiving
-    def _keep(self, table: OrderedDict, key: tuple[int, int], value: Any) -> None:
-        table[key] = value
-        while len(table) > _KEEP:
-            table.popitem(last=False)
-
     def _on_step(self, msg: String) -> None:
         report = json.loads(msg.data)
         if report.get("answers") is None:
             return
         with self._cond:
-            self._keep(self._reports, tuple(report["answers"]), report)
+            self._reports[tuple(report["answers"])] = report
+            while len(self._reports) > _KEEP:
+                self._reports.popitem(last=False)
             self._cond.notify_all()
 
-    def _on_state(self, msg: JointState) -> None:
-        state = msg_to_state(msg, self.state_dim)
-        self._add_part((msg.header.stamp.sec, msg.header.stamp.nanosec), "state", state)
-
-    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
-        image = compressed_to_image(msg) if isinstance(msg, CompressedImage) else msg_to_image(msg)
-        self._add_part((msg.header.stamp.sec, msg.header.stamp.nanosec), camera, image)
-
-    def _add_part(self, key: tuple[int, int], name: str, value: Any) -> None:
+    def _report_for(self, answers: tuple[int, int]) -> dict:
         with self._cond:
-            parts = self._parts.get(key)
-            if parts is None:
-                parts = {}
-                self._keep(self._parts, key, parts)
-            parts[name] = value
-            self._cond.notify_all()
-
-    def _wait(self, ready, what: str) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(ready, timeout=self.timeout_s):
-                raise TransportError(f"no {what} from the robot on {self.topics.namespace} within {self.timeout_s} s")
-            return ready()
-
-    def _obs_at(self, key: tuple[int, int]) -> dict[str, Any]:
-        need = {"state", *self.cameras}
-
-        def ready():
-            parts = self._parts.get(key)
-            return parts if parts is not None and need <= parts.keys() else None
-
-        parts = self._wait(ready, f"observation stamped {key}")
-        obs: dict[str, Any] = {"state": parts["state"]}
-        if self.cameras:
-            obs["images"] = {c: parts[c] for c in self.cameras}
-        return obs
+            if not self._cond.wait_for(lambda: answers in self._reports, timeout=self.timeout_s):
+                raise TransportError(f"no step report for the action sent from the robot on {self.topics.namespace} "
+                                     f"within {self.timeout_s} s")
+            return self._reports[answers]
 
     # --------------------------------------------------------------------------------------- API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -122,7 +80,7 @@ class RosRobotEnv(gym.Env):
         reply = self._client.call({"op": "reset", "seed": seed}, timeout=self.timeout_s)
         key = tuple(reply["stamp"])
         self._stamp, self._done = Time(sec=key[0], nanosec=key[1]), False
-        obs = self._obs_at(key)
+        obs = self._observations.wait(key, self.timeout_s)
         return obs, {"success": reply["success"], "instruction": reply.get("instruction", self.instruction),
                      "task": self.spec_info.get("task", "")}
 
@@ -134,11 +92,11 @@ class RosRobotEnv(gym.Env):
             raise ConfigError(f"action must have shape ({self.action_dim},), got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise ConfigError(f"action contains NaN or inf: {action.tolist()}")
-        answers = (self._stamp.sec, self._stamp.nanosec)
+        answers = stamp_key(self._stamp)
         self._action_pub.publish(chunk_to_msg(action[None], stamp=self._stamp))
-        report = self._wait(lambda: self._reports.get(answers), "step report for the action sent")
+        report = self._report_for(answers)
         key = tuple(report["stamp"])
-        obs = self._obs_at(key)
+        obs = self._observations.wait(key, self.timeout_s)
         self._stamp = Time(sec=key[0], nanosec=key[1])
         terminated, truncated = bool(report["terminated"]), bool(report["truncated"])
         self._done = terminated or truncated
@@ -147,7 +105,6 @@ class RosRobotEnv(gym.Env):
         return obs, float(report["reward"]), terminated, truncated, info
 
     def close(self) -> None:
-        for sub in self._subs:
-            sub.close()
-        self._subs.clear()
+        self._step_sub.close()
+        self._observations.close()
         self._client.close()

@@ -32,7 +32,7 @@ from robot_rl.transport.convert import (
     msg_to_chunk,
     state_to_msg,
 )
-from robot_rl.transport.messages import Bool, CompressedImage, Float64MultiArray, Header, Image, JointState, String
+from robot_rl.transport.messages import Bool, Float64MultiArray, Header, JointState, String
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ class EnvBridge:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
 
         # Reliable writers match reliable and best-effort readers alike.
-        image_type = CompressedImage if self.topics.image_transport == "jpeg" else Image
-        self._pub_images = {c: transport.publisher(self.topics.image(c), image_type) for c in self.cameras}
+        self._pub_images = {c: transport.publisher(self.topics.image(c), self.topics.image_type) for c in self.cameras}
         self._pub_state = transport.publisher(self.topics.state, JointState)
         self._pub_joints = transport.publisher(self.topics.joint_states, JointState, SENSOR_DATA)
         self._pub_step = transport.publisher(self.topics.step, String)

@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,11 @@ import numpy as np
 import torch
 
 from robot_rl.core.errors import ConfigError
+from robot_rl.runtime.evaluate import ObservationWindows, load_checkpoint
 from robot_rl.transport import ServiceClient, Transport
-from robot_rl.transport.convert import (
-    RobotTopics,
-    array_to_msg,
-    chunk_to_msg,
-    compressed_to_image,
-    msg_to_image,
-    msg_to_state,
-)
-from robot_rl.transport.messages import CompressedImage, Float64MultiArray, Image, JointState, String, Time
+from robot_rl.transport.convert import RobotTopics, array_to_msg, chunk_to_msg
+from robot_rl.transport.messages import Float64MultiArray, String, Time
+from robot_rl.transport.observations import StampedObservations, StampKey
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +69,6 @@ class PolicyServer:
     """Serves a policy (and optionally a critic) to the robot on ``transport`` until :meth:`close`."""
 
     def __init__(self, transport: Transport, config: PolicyServerConfig) -> None:
-        from robot_rl.runtime.evaluate import ObservationWindows, load_checkpoint
-
         config.validate()
         self.cfg, self.topics = config, config.topics
         self.policy, _ = load_checkpoint(config.checkpoint)
@@ -97,12 +89,9 @@ class PolicyServer:
             from robot_rl.critic.reward import CriticReward
 
             self.scorer = CriticReward(ProgressCritic.load(config.critic))
-        self._windows_cls = ObservationWindows
-        self._history: Any = None
+        self._history: ObservationWindows | None = None
         self._generator = torch.Generator().manual_seed(config.seed)
         self._lock = threading.Lock()
-        self._parts: OrderedDict[tuple[int, int], dict[str, Any]] = OrderedDict()
-        self._reports: OrderedDict[tuple[int, int], dict] = OrderedDict()
         self._episode = -1
         self._since_chunk = 0
         self._progress: float | None = None
@@ -113,12 +102,11 @@ class PolicyServer:
 
         self._pub_action = transport.publisher(self.topics.action, Float64MultiArray)
         self._pub_reward = transport.publisher(self.topics.reward, Float64MultiArray)
-        image_type = CompressedImage if self.topics.image_transport == "jpeg" else Image
-        self._subs = [transport.subscribe(self.topics.step, String, self._on_step),
-                      transport.subscribe(self.topics.state, JointState, self._on_state)]
-        for cam in self.cameras:
-            self._subs.append(transport.subscribe(self.topics.image(cam), image_type,
-                                                  lambda msg, cam=cam: self._on_image(cam, msg)))
+        image_shape = (pcfg.features.image_size, pcfg.features.image_size, 3)
+        # a step is acted on once its report, state and every camera are in
+        self._observations = StampedObservations(transport, self.topics, self.cameras, self.state_dim, image_shape,
+                                                 extra=("_report",), on_complete=self._on_complete, keep=32)
+        self._step_sub = transport.subscribe(self.topics.step, String, self._on_step)
         self._closed = threading.Event()
         self._reloader = None
         if config.reload_every_s > 0:
@@ -126,44 +114,25 @@ class PolicyServer:
             self._reloader.start()
 
     # --------------------------------------------------------------------------------- receiving
-    def _on_state(self, msg: JointState) -> None:
-        self._add((msg.header.stamp.sec, msg.header.stamp.nanosec), "state", msg_to_state(msg, self.state_dim))
-
-    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
-        image = compressed_to_image(msg) if isinstance(msg, CompressedImage) else msg_to_image(msg)
-        expected = (self.policy.config.features.image_size,) * 2 + (3,)
-        if image.shape != expected:
-            raise ConfigError(f"{camera} image is {image.shape}, the policy expects {expected}")
-        self._add((msg.header.stamp.sec, msg.header.stamp.nanosec), camera, image)
-
     def _on_step(self, msg: String) -> None:
         report = json.loads(msg.data)
-        self._add(tuple(report["stamp"]), "_report", report)
+        self._observations.add(tuple(report["stamp"]), "_report", report)
 
-    def _add(self, key: tuple[int, int], name: str, value: Any) -> None:
+    def _on_complete(self, key: StampKey, parts: dict[str, Any]) -> None:
+        complete_at = time.monotonic()  # waiting below for an inference in progress counts toward staleness
         with self._lock:
-            parts = self._parts.setdefault(key, {})
-            parts[name] = value
-            while len(self._parts) > 32:
-                self._parts.popitem(last=False)
-            if not {"_report", "state", *self.cameras} <= parts.keys():
-                return
-            del self._parts[key]
-            parts["_complete_at"] = time.monotonic()
-            self._handle(key, parts)
+            self._handle(key, parts, complete_at)
 
     # ----------------------------------------------------------------------------------- acting
-    def _handle(self, key: tuple[int, int], parts: dict[str, Any]) -> None:
+    def _handle(self, key: StampKey, parts: dict[str, Any], complete_at: float) -> None:
         report = parts["_report"]
-        obs: dict[str, Any] = {"state": parts["state"]}
-        if self.cameras:
-            obs["images"] = {c: parts[c] for c in self.cameras}
+        obs = self._observations.observation(parts)
         new_episode = report["episode"] != self._episode or report["step"] == 0
         if new_episode and self._client is not None and not self.instruction:
             self.instruction = self._client.call({"op": "spec"}, timeout=2.0).get("instruction", "")
         if new_episode:
             self._episode, self._since_chunk, self._progress = report["episode"], 0, None
-            self._history = self._windows_cls(1, self.policy.config.n_obs_steps, self.instruction)
+            self._history = ObservationWindows(1, self.policy.config.n_obs_steps, self.instruction)
             self._history.start(0, obs)
         else:
             self._history.push(0, obs)
@@ -176,7 +145,7 @@ class PolicyServer:
         due = new_episode or self._since_chunk >= self.execute_steps or report["held"] in ("no_action", "stale_action")
         if not due:
             return
-        if time.monotonic() - parts["_complete_at"] > self.cfg.obs_timeout_s:
+        if time.monotonic() - complete_at > self.cfg.obs_timeout_s:
             log.warning("observation %s is stale; not acting on it", key)
             return
         start = time.perf_counter()
@@ -207,8 +176,6 @@ class PolicyServer:
 
     def reload(self) -> None:
         """Load the weights now in ``checkpoint`` (same architecture) into the running policy."""
-        from robot_rl.runtime.evaluate import load_checkpoint
-
         fresh, _ = load_checkpoint(self.cfg.checkpoint)
         with self._lock:
             self.policy.load_state_dict(fresh.state_dict())
@@ -217,5 +184,5 @@ class PolicyServer:
 
     def close(self) -> None:
         self._closed.set()
-        for sub in self._subs:
-            sub.close()
+        self._step_sub.close()
+        self._observations.close()

@@ -134,18 +134,17 @@ class CallbackWorker:
 
 
 class Latest:
-    """Keeps the newest message of a topic (and when it came) for code that polls, with a wait."""
+    """Keeps the newest message of a topic (and how many came) for code that polls, with a wait."""
 
     def __init__(self, transport: Transport, topic: str, msg_type: type[M], qos: QoS = RELIABLE) -> None:
         self._cond = threading.Condition()
         self.msg: Any = None
         self.count = 0
-        self.received_at = 0.0
         self._sub = transport.subscribe(topic, msg_type, self._on_msg, qos)
 
     def _on_msg(self, msg: Any) -> None:
         with self._cond:
-            self.msg, self.count, self.received_at = msg, self.count + 1, time.monotonic()
+            self.msg, self.count = msg, self.count + 1
             self._cond.notify_all()
 
     def wait(self, predicate: Callable[[Any], bool] | None = None, timeout: float = 5.0, after: int = 0) -> Any:

@@ -52,6 +52,10 @@ class RobotTopics:
     def state(self) -> str:
         return self._t("robot_rl/state")
 
+    @property
+    def image_type(self) -> type[Image] | type[CompressedImage]:
+        return CompressedImage if self.image_transport == "jpeg" else Image
+
     def image(self, camera: str) -> str:
         return self._t(f"{camera}/image_raw" + ("/compressed" if self.image_transport == "jpeg" else ""))
 
@@ -203,6 +207,3 @@ def msg_to_state(msg: JointState, dim: int) -> np.ndarray:
         raise ConfigError("state message contains NaN or inf")
     return state
 
-
-def same_stamp(a: Time, b: Time) -> bool:
-    return a.sec == b.sec and a.nanosec == b.nanosec

@@ -40,6 +40,7 @@ try:
     from cyclonedds.idl import make_idl_struct
     from cyclonedds.idl import types as idl_types
     from cyclonedds.idl._machinery import BytesMachine, StructMachine
+    from cyclonedds.internal import InvalidSample
     from cyclonedds.pub import DataWriter
     from cyclonedds.qos import Policy, Qos
     from cyclonedds.sub import DataReader
@@ -220,7 +221,7 @@ class _DDSSubscription(Subscription):
             if not samples:
                 return
             sample = samples[0]
-            if type(sample).__name__ == "InvalidSample":  # disposal / no writers: nothing to deliver
+            if isinstance(sample, InvalidSample):  # disposal / no writers: nothing to deliver
                 continue
             try:
                 self.worker.put(self.wire.from_wire(sample))

@@ -8,12 +8,10 @@ image bytes are ``bytes`` (the fast path: one copy, no per-element work).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-
-from robot_rl.core.errors import ConfigError
 
 # Wire kinds of fields: a primitive name, "string", "bytes" (a uint8 sequence), "<prim>[]" (a sequence of
 # primitives), "string[]", or a nested message class / a list of one (``[MultiArrayDimension]``).
@@ -27,22 +25,6 @@ class Message:
 
     ros_type: ClassVar[str]
     wire: ClassVar[dict[str, Any]]
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first field whose value the wire kind cannot carry."""
-        for f in fields(self):  # type: ignore[arg-type]
-            value, kind = getattr(self, f.name), self.wire[f.name]
-            if isinstance(kind, type) and issubclass(kind, Message):
-                if not isinstance(value, kind):
-                    raise ConfigError(f"{self.ros_type}.{f.name} must be a {kind.ros_type}, got {type(value).__name__}")
-                value.validate()
-            elif isinstance(kind, list):
-                if not all(isinstance(v, kind[0]) for v in value):
-                    raise ConfigError(f"{self.ros_type}.{f.name} must be a list of {kind[0].ros_type}")
-            elif kind == "string" and not isinstance(value, str):
-                raise ConfigError(f"{self.ros_type}.{f.name} must be a str, got {type(value).__name__}")
-            elif kind == "bytes" and not isinstance(value, (bytes, bytearray, memoryview)):
-                raise ConfigError(f"{self.ros_type}.{f.name} must be bytes, got {type(value).__name__}")
 
 
 def _array(kind: str):
@@ -61,9 +43,6 @@ class Time(Message):
     def now(cls) -> Time:
         ns = time.time_ns()
         return cls(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-    def to_sec(self) -> float:
-        return self.sec + self.nanosec * 1e-9
 
 
 @dataclass
@@ -159,21 +138,6 @@ class Joy(Message):
     header: Header = field(default_factory=Header)
     axes: np.ndarray = _array("float32")
     buttons: np.ndarray = _array("int32")
-
-
-MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.ros_type: cls
-    for cls in (Time, Header, Bool, String, MultiArrayDimension, MultiArrayLayout, Float64MultiArray,
-                JointState, Image, CompressedImage, Joy)
-}
-
-
-def message_type(ros_type: str) -> type[Message]:
-    """The message class of a ROS 2 type name (``sensor_msgs/msg/Image``)."""
-    try:
-        return MESSAGE_TYPES[ros_type]
-    except KeyError:
-        raise ConfigError(f"unknown message type {ros_type!r}; known: {', '.join(MESSAGE_TYPES)}") from None
 
 
 def primitive_dtype(kind: str) -> np.dtype:

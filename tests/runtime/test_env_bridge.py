@@ -160,3 +160,41 @@ def test_bridge_holds_the_arm_still_when_actions_stop():
     finally:
         robot.close()
         bridge.close()
+
+
+def test_policy_server_drives_the_bridge_and_reloads_weights(tmp_path, push_store):
+    from robot_rl.runtime.policy_server import PolicyServer, PolicyServerConfig
+    from tests.cli.test_cli import run
+    from tests.runtime.test_pretrain_eval import TINY
+
+    ckpt = tmp_path / "bc"
+    run("pretrain", "--policy", "flow", "--data", str(push_store), "--out", str(ckpt), "--steps", "10", "--quiet",
+        "--", *TINY)
+    t = InProcTransport(InProcBus())
+    bridge = EnvBridge(small_env("push", max_steps=16), t, BridgeConfig(realtime=True), control_hz=20)
+    server = PolicyServer(t, PolicyServerConfig(checkpoint=str(ckpt / "policy"), reload_every_s=0.2))
+    reports = Reports(t)
+    try:
+        for seed in (0, 1):
+            reports.skip()
+            bridge.reset(seed=seed)
+            deadline = time.monotonic() + 30
+            while not any(r["truncated"] or r["terminated"] for r in reports.all[reports.read:]):
+                assert time.monotonic() < deadline, "the episode did not end"
+                time.sleep(0.05)
+            episode = [r for r in reports.all[reports.read:] if r["step"] > 0]
+            acted = [r for r in episode if r["held"] is None]
+            # a 2-action chunk per inference; only the first step waits for the first chunk
+            assert len(acted) >= len(episode) - 3 and all(r["answers"] is not None for r in acted)
+            assert len({tuple(r["answers"]) for r in acted}) >= len(acted) // 2
+        assert server.chunks_sent >= 14 and server.instruction == bridge.env.unwrapped.instruction
+        before = server.weights_loaded
+        weights = ckpt / "policy" / "model.safetensors"
+        weights.touch()  # a learner writing new weights
+        deadline = time.monotonic() + 10
+        while server.weights_loaded == before:
+            assert time.monotonic() < deadline, "new weights were not picked up"
+            time.sleep(0.05)
+    finally:
+        server.close()
+        bridge.close()
