@@ -22,7 +22,7 @@ import torch
 
 from robot_rl.core.errors import ConfigError
 from robot_rl.runtime.evaluate import ObservationWindows, load_checkpoint
-from robot_rl.transport import ServiceClient, Transport
+from robot_rl.transport import ServiceClient, Transport, TransportError
 from robot_rl.transport.convert import RobotTopics, array_to_msg, chunk_to_msg
 from robot_rl.transport.messages import Float64MultiArray, String, Time
 from robot_rl.transport.observations import StampedObservations, StampKey
@@ -96,7 +96,12 @@ class PolicyServer:
         self._since_chunk = 0
         self._progress: float | None = None
         self.instruction = config.instruction or ""
+        self.robot: dict | None = None
+        """The robot's episode-service spec, once it has answered (its task, cameras, shapes)."""
+        self.ready = threading.Event()
+        """Set once the server knows the robot's language goal (at once when ``instruction`` is given)."""
         self._client = None if config.instruction is not None else ServiceClient(transport, self.topics.episode)
+        self._closed = threading.Event()
         self.latencies: list[float] = []
         self.chunks_sent = 0
 
@@ -107,7 +112,10 @@ class PolicyServer:
         self._observations = StampedObservations(transport, self.topics, self.cameras, self.state_dim, image_shape,
                                                  extra=("_report",), on_complete=self._on_complete, keep=32)
         self._step_sub = transport.subscribe(self.topics.step, String, self._on_step)
-        self._closed = threading.Event()
+        if self._client is None:
+            self.ready.set()
+        else:  # never block the observation path on the robot's service: it may take a while to be discovered
+            threading.Thread(target=self._ask_robot, name="robot-spec", daemon=True).start()
         self._reloader = None
         if config.reload_every_s > 0:
             self._reloader = threading.Thread(target=self._watch_weights, name="weights", daemon=True)
@@ -123,13 +131,48 @@ class PolicyServer:
         with self._lock:
             self._handle(key, parts, complete_at)
 
+    def _ask_robot(self) -> None:
+        log.info("waiting for the robot's episode service on %s", self.topics.episode)
+        while not self._closed.is_set():
+            try:
+                spec = self._client.call({"op": "spec"}, timeout=2.0)
+            except TransportError:
+                continue
+            except Exception:
+                if self._closed.is_set():  # the transport went away under us while closing
+                    return
+                raise
+            problems = self._mismatches(spec)
+            if problems:
+                log.error("the policy in %s cannot drive the robot on %s: %s; not acting", self.policy_dir,
+                          self.topics.namespace, "; ".join(problems))
+                return
+            self.robot, self.instruction = spec, spec.get("instruction", "")
+            self.ready.set()
+            log.info("robot on %s: task %s, instruction %r", self.topics.namespace, spec.get("task"), self.instruction)
+            return
+
+    def _mismatches(self, spec: dict) -> list[str]:
+        """What in the robot's spec the policy was not trained for (empty when it fits)."""
+        image_size = self.policy.config.features.image_size
+        wanted = {"action_dim": self.action_dim, "state_dim": self.state_dim}
+        out = [f"robot {k} is {spec.get(k)}, policy expects {v}" for k, v in wanted.items()
+               if k in spec and spec[k] != v]
+        missing = [c for c in self.cameras if c not in spec.get("cameras", self.cameras)]
+        if missing:
+            out.append(f"robot has no camera {missing} (it has {spec.get('cameras')})")
+        shape = spec.get("image_shape")
+        if self.cameras and shape and list(shape[:2]) != [image_size, image_size]:
+            out.append(f"robot images are {shape[0]}x{shape[1]}, policy expects {image_size}x{image_size}")
+        return out
+
     # ----------------------------------------------------------------------------------- acting
     def _handle(self, key: StampKey, parts: dict[str, Any], complete_at: float) -> None:
+        if not self.ready.is_set():
+            return  # the robot holds still until we know its task
         report = parts["_report"]
         obs = self._observations.observation(parts)
         new_episode = report["episode"] != self._episode or report["step"] == 0
-        if new_episode and self._client is not None and not self.instruction:
-            self.instruction = self._client.call({"op": "spec"}, timeout=2.0).get("instruction", "")
         if new_episode:
             self._episode, self._since_chunk, self._progress = report["episode"], 0, None
             self._history = ObservationWindows(1, self.policy.config.n_obs_steps, self.instruction)
@@ -186,3 +229,5 @@ class PolicyServer:
         self._closed.set()
         self._step_sub.close()
         self._observations.close()
+        if self._client is not None:
+            self._client.close()

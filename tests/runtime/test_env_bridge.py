@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+from robot_rl.config import EnvConfig
+from robot_rl.envs import make_env
 from robot_rl.envs.ros_robot import RosRobotEnv
 from robot_rl.runtime.env_bridge import BridgeConfig, EnvBridge
 from robot_rl.transport import InProcBus, InProcTransport, QoS
@@ -188,6 +190,7 @@ def test_policy_server_drives_the_bridge_and_reloads_weights(tmp_path, push_stor
             assert len(acted) >= len(episode) - 3 and all(r["answers"] is not None for r in acted)
             assert len({tuple(r["answers"]) for r in acted}) >= len(acted) // 2
         assert server.chunks_sent >= 14 and server.instruction == bridge.env.unwrapped.instruction
+        assert server.ready.is_set() and server.robot["task"] == "push"
         before = server.weights_loaded
         weights = ckpt / "policy" / "model.safetensors"
         weights.touch()  # a learner writing new weights
@@ -195,6 +198,34 @@ def test_policy_server_drives_the_bridge_and_reloads_weights(tmp_path, push_stor
         while server.weights_loaded == before:
             assert time.monotonic() < deadline, "new weights were not picked up"
             time.sleep(0.05)
+    finally:
+        server.close()
+        bridge.close()
+
+
+def test_policy_server_refuses_a_robot_it_was_not_trained_for(tmp_path, push_store, caplog):
+    from robot_rl.runtime.policy_server import PolicyServer, PolicyServerConfig
+    from tests.cli.test_cli import run
+    from tests.runtime.test_pretrain_eval import TINY
+
+    ckpt = tmp_path / "bc"
+    run("pretrain", "--policy", "flow", "--data", str(push_store), "--out", str(ckpt), "--steps", "2", "--quiet",
+        "--", *TINY)
+    t = InProcTransport(InProcBus())
+    bridge = EnvBridge(make_env(EnvConfig(task="push", image_size=48, cameras=["front"])), t,
+                       BridgeConfig(realtime=True), control_hz=20)
+    caplog.set_level(logging.ERROR, logger="robot_rl")
+    server = PolicyServer(t, PolicyServerConfig(checkpoint=str(ckpt / "policy"), reload_every_s=0))
+    reports = Reports(t)
+    try:
+        deadline = time.monotonic() + 10
+        while "cannot drive the robot" not in caplog.text:
+            assert time.monotonic() < deadline, "no error for a policy that does not fit the robot"
+            time.sleep(0.05)
+        assert "no camera ['wrist']" in caplog.text and "images are 48x48, policy expects 32x32" in caplog.text
+        bridge.reset(seed=0)
+        assert all(r["held"] == "no_action" for r in reports.next(6)[1:])  # it never acts: the arm holds
+        assert not server.ready.is_set() and server.chunks_sent == 0
     finally:
         server.close()
         bridge.close()

@@ -1,10 +1,14 @@
-"""What every node's main() shares: init, parameters with defaults, spin, clean shutdown on Ctrl-C/SIGTERM."""
+"""What every node's main() shares: init, parameters with defaults, library logs to ROS, spin, and a clean
+shutdown on Ctrl-C/SIGTERM."""
 
+import logging
 import signal
+import threading
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from robot_rl_ros.rclpy_transport import RclpyTransport
 
@@ -14,23 +18,51 @@ def params(node: Node, defaults: dict) -> dict:
     return {name: node.declare_parameter(name, value).value for name, value in defaults.items()}
 
 
+class RosLogHandler(logging.Handler):
+    """Sends robot_rl's Python log records to the node's ROS logger (console and /rosout)."""
+
+    def __init__(self, logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name}: {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            self.logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self.logger.warning(text)
+        else:
+            self.logger.info(text)
+
+
 def run(node_name: str, defaults: dict, build, args=None) -> None:
-    """Start ``node_name``, build the robot_rl object from (transport, params, logger), spin until shutdown."""
-    rclpy.init(args=args)
+    """Start ``node_name``, build the robot_rl object from (transport, params, logger), spin until SIGINT or
+    SIGTERM, then close that object while the node can still publish (its last holds, its logs)."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     node = Node(node_name)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    handler = RosLogHandler(node.get_logger())
+    library_log = logging.getLogger("robot_rl")
+    library_log.addHandler(handler)
+    library_log.setLevel(logging.INFO)
     transport = RclpyTransport(node)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     obj = None
     try:
         values = params(node, defaults)
         obj = build(transport, values, node.get_logger())
         node.get_logger().info(f"{node_name} up: {values}")
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+        node.get_logger().info(f"{node_name} shutting down")
     finally:
         if obj is not None:
             obj.close()
         transport.close()
+        library_log.removeHandler(handler)
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
