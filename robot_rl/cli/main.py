@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robot_rl import __version__
-from robot_rl.core.errors import RobotRLError
+from robot_rl.core.errors import ConfigError, RobotRLError
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
@@ -94,8 +94,6 @@ def _split_overrides(overrides: list[str], prefix: str = "policy") -> tuple[list
     """``--<prefix>.<field>=value`` go to a sub-config (values parsed as YAML); the rest to draccus."""
     import yaml
 
-    from robot_rl.core.errors import ConfigError
-
     rest, policy = [], {}
     for item in overrides:
         if item.startswith(f"--{prefix}."):
@@ -143,9 +141,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     policy, saved_env = load_checkpoint(args.checkpoint)
     task = args.task or (saved_env or {}).get("task")
     if task is None:
-        from robot_rl.core.errors import ConfigError
-
-        raise ConfigError("pass --task: the checkpoint does not record the task of its demos")
+            raise ConfigError("pass --task: the checkpoint does not record the task of its demos")
     env_cfg = env_config_for(policy, task, saved_env)
     result = evaluate(policy, env_cfg, args.episodes, seed=args.seed if args.seed is not None else EVAL_SEED,
                       steps=args.steps, temporal_ensemble=args.temporal_ensemble, video_dir=args.video,
@@ -198,7 +194,6 @@ def _cmd_critic_relabel(args: argparse.Namespace) -> int:
 
 
 def _cmd_critic_plot(args: argparse.Namespace) -> int:
-    from robot_rl.core.errors import ConfigError
     from robot_rl.critic.dataset import load_episodes
     from robot_rl.critic.model import ProgressCritic
     from robot_rl.critic.plot import plot_value_curves
@@ -221,6 +216,60 @@ def _cmd_critic_plot(args: argparse.Namespace) -> int:
     episodes = [(title, load_episodes(st, critic.config.cameras, [i])[0]) for title, st, i in chosen]
     out = plot_value_curves(CriticReward(critic), episodes, args.out)
     print(f"wrote {out}")
+    return 0
+
+
+def _ros_extra(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"{exc}") from None
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from robot_rl.transport import make_transport
+    from robot_rl.transport.convert import RobotTopics
+
+    bag = _ros_extra("robot_rl.transport.bag")
+    topics = RobotTopics(args.namespace, args.image_transport)
+    cameras = None if args.cameras is None else [c for c in args.cameras.split(",") if c]
+    config = bag.RecorderConfig(topics=topics, cameras=cameras, sensor_qos=args.sensor_qos,
+                                split_episodes=not args.no_split)
+    kwargs = {"domain_id": args.domain_id, "interface": args.interface,
+              "peers": args.peers.split(",") if args.peers else None}
+    transport = make_transport("dds", **{k: v for k, v in kwargs.items() if v is not None})
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        recorder = bag.BagRecorder(transport, args.out, config)
+        print(f"recording {topics.namespace} into {args.out} (Ctrl-C to stop)", flush=True)
+        stop.wait(args.duration)
+        summary = recorder.close()
+    finally:
+        transport.close()
+    total = sum(summary["messages"].values())
+    print(f"recorded {total} messages, {summary['episodes']} episodes, into {summary['bags']} bags in {args.out}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _cmd_import_bag(args: argparse.Namespace) -> int:
+    from robot_rl.transport.convert import RobotTopics
+
+    importer = _ros_extra("robot_rl.runtime.import_bag")
+    result = importer.import_bag(args.bag, args.out, RobotTopics(args.namespace, args.image_transport),
+                                 append=args.append, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"imported {result.episodes} episodes ({result.steps} steps, {result.interventions} operator steps) "
+          f"from {args.bag} into {args.out}" + (f"; {result.cut_short} cut short by the recording's end"
+                                                if result.cut_short else "")
+          + (f"; skipped {len(result.skipped)}: {'; '.join(result.skipped)}" if result.skipped else ""))
     return 0
 
 
@@ -321,6 +370,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=int, default=1, help="compare frames this many steps apart")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_critic_relabel)
+
+    p = sub.add_parser("record", help="record a robot's ROS 2 topics (DDS, no ROS install) as rosbag2 MCAP bags, "
+                       "one per episode, until Ctrl-C")
+    p.add_argument("--out", required=True, help="a new folder for the bags")
+    p.add_argument("--namespace", default="/robot", help="the robot's topic namespace")
+    p.add_argument("--image-transport", choices=["raw", "jpeg"], default="raw")
+    p.add_argument("--cameras", default=None, help="comma-separated (default: ask the robot's episode service)")
+    p.add_argument("--sensor-qos", choices=["reliable", "best_effort"], default="reliable",
+                   help="best_effort for camera drivers that publish with the sensor-data profile")
+    p.add_argument("--no-split", action="store_true", help="one bag for the whole session")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID or 0)")
+    p.add_argument("--interface", default=None, help="network interface for DDS, e.g. lo")
+    p.add_argument("--peers", default=None, help="comma-separated unicast peers, e.g. 127.0.0.1")
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("import-bag", help="rebuild episodes from a rosbag2 recording into an episode store")
+    p.add_argument("bag", help="a rosbag2 bag folder (MCAP or sqlite3), or a folder of them as `record` writes")
+    p.add_argument("--out", required=True, help="episode store path (a .zarr folder)")
+    p.add_argument("--namespace", default="/robot", help="the robot's topic namespace in the bag")
+    p.add_argument("--image-transport", choices=["raw", "jpeg"], default="raw")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="add to an existing store")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_import_bag)
 
     p = sub.add_parser("info", help="summarise an episode store")
     p.add_argument("path")

@@ -86,16 +86,20 @@ class CollectResult:
         return self.successes / max(self.episodes, 1)
 
 
-def open_output_store(out: str | Path, append: bool, overwrite: bool) -> EpisodeStore:
-    """Open ``out`` for writing as the flags allow; never deletes anything that is not a store."""
-    out = Path(out)
+def check_output_store(out: str | Path, append: bool, overwrite: bool) -> None:
+    """Raise StoreError now if :func:`open_output_store` would refuse ``out`` (before any long work)."""
     if append and overwrite:
         raise StoreError("pass only one of --append and --overwrite")
-    if out.exists():
-        if append:
-            return EpisodeStore.open(out, mode="a")
-        if not overwrite:
-            raise StoreError(f"{out} already exists; pass --append to add episodes or --overwrite to replace it")
+    if Path(out).exists() and not (append or overwrite):
+        raise StoreError(f"{out} already exists; pass --append to add episodes or --overwrite to replace it")
+
+
+def open_output_store(out: str | Path, append: bool, overwrite: bool) -> EpisodeStore:
+    """Open ``out`` for writing as the flags allow; never deletes anything that is not a store."""
+    check_output_store(out, append, overwrite)
+    out = Path(out)
+    if out.exists() and append:
+        return EpisodeStore.open(out, mode="a")
     return EpisodeStore.create(out, overwrite=overwrite)
 
 

@@ -193,8 +193,13 @@ class EnvBridge:
             self._queue.clear()
             self._last_action = np.zeros(self.action_dim, np.float32)
             header = self._publish_obs(obs)
-            report = self._report(header, 0.0, False, False, bool(info.get("success", False)), None, None, None)
-        return {**report, "instruction": info.get("instruction", "")}
+            # the first report names the episode's task, so a recording of the topics is self-contained
+            unwrapped = self.env.unwrapped
+            report = self._report(header, 0.0, False, False, bool(info.get("success", False)), None, None, None,
+                                  task=getattr(getattr(unwrapped, "task", None), "name", ""),
+                                  instruction=info.get("instruction", getattr(unwrapped, "instruction", "")),
+                                  control_hz=self.control_hz)
+        return report
 
     # ---------------------------------------------------------------------------------------- loop
     def _choose(self) -> tuple[np.ndarray | None, str | None, Any, bool]:
@@ -289,12 +294,13 @@ class EnvBridge:
         return header
 
     def _report(self, header: Header, reward: float, terminated: bool, truncated: bool, success: bool,
-                held: str | None, stamp: Any, operator: bool | None, executed: np.ndarray | None = None) -> dict:
+                held: str | None, stamp: Any, operator: bool | None, executed: np.ndarray | None = None,
+                **extra: Any) -> dict:
         report = {"episode": self.episode, "step": self.steps, "stamp": [header.stamp.sec, header.stamp.nanosec],
                   "reward": reward, "terminated": terminated, "truncated": truncated, "success": success,
                   "held": held, "intervention": bool(operator),
                   "answers": None if stamp is None else [stamp.sec, stamp.nanosec],
-                  "action": None if executed is None else [float(x) for x in executed]}
+                  "action": None if executed is None else [float(x) for x in executed], **extra}
         self._pub_step.publish(String(data=json.dumps(report)))
         return report
 

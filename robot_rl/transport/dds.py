@@ -142,6 +142,22 @@ class _WireType:
         return self.cls(**values)
 
 
+def to_cdr(msg: Message) -> bytes:
+    """``msg`` serialised as ROS 2 stores and sends it: XCDR1 with its 4-byte encapsulation header (what
+    rosbag2 keeps per message and ``rclpy.serialization.deserialize_message`` reads)."""
+    return _WireType.of(type(msg)).to_wire(msg).serialize(use_version_2=False)
+
+
+def from_cdr(data: bytes | memoryview, msg_type: type[M]) -> M:
+    """Inverse of :func:`to_cdr`; ConfigError names the type when the bytes are not such a message."""
+    wire = _WireType.of(msg_type)
+    try:
+        return wire.from_wire(wire.idl.deserialize(bytes(data)))
+    except Exception as exc:  # noqa: BLE001 - cyclonedds raises assorted errors on bad bytes
+        raise ConfigError(f"{len(data)} bytes are not a serialised {msg_type.ros_type}: {type(exc).__name__}: {exc}") \
+            from exc
+
+
 def dds_topic_name(topic: str) -> str:
     """ROS 2 topic name -> DDS topic name (``/joint_states`` -> ``rt/joint_states``)."""
     return "rt" + check_topic(topic)

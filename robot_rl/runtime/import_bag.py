@@ -1,0 +1,222 @@
+"""``robot-rl import-bag``: episodes out of a rosbag2 recording of a robot's topics, into an episode store.
+
+An episode is rebuilt from the robot's step reports (``robot_rl/step``: episode, step, stamp, reward, flags,
+the executed action, whether the operator drove it) and the state and camera images carrying each report's
+stamp. Step ``i`` of the stored episode is the observation of report ``i`` and the action, reward and flags
+of report ``i + 1``; the last report's observation is the final one. Teleop sessions and policy rollouts
+import the same way: steps the operator drove are marked ``intervention``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from robot_rl.core.errors import ConfigError
+from robot_rl.core.schema import Episode, EpisodeMeta
+from robot_rl.transport.convert import RobotTopics, compressed_to_image, msg_to_image, msg_to_state
+from robot_rl.transport.messages import CompressedImage, Message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportResult:
+    episodes: int = 0
+    steps: int = 0
+    interventions: int = 0
+    cut_short: int = 0
+    """Episodes whose recording ended before the robot ended them (stored with ``truncated`` at the end)."""
+    skipped: list[str] = field(default_factory=list)
+    """Why each episode that could not be rebuilt was left out."""
+
+
+def _stamp_key(msg: Message) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+class EpisodeAssembler:
+    """Rebuilds episodes from a stream of (topic, message) of one robot, in the order they were received."""
+
+    def __init__(self, topics: RobotTopics, cameras: list[str] | None = None, state_dim: int | None = None) -> None:
+        self.topics, self.cameras, self.state_dim = topics, cameras, state_dim
+        self._camera_of = {}
+        self._parts: dict[tuple[int, int], dict[str, Any]] = {}
+        self._current: list[dict] = []
+        self.skipped: list[str] = []
+        self.cut_short = 0
+        self.control_hz: float | None = None
+
+    def add(self, topic: str, msg: Message) -> list[Episode]:
+        """Take one message; returns the episodes it completed."""
+        if topic == self.topics.state:
+            self._parts.setdefault(_stamp_key(msg), {})["state"] = msg
+        elif topic == self.topics.step:
+            return self._on_report(msg.data)
+        else:
+            camera = self._camera(topic)
+            if camera is not None:
+                self._parts.setdefault(_stamp_key(msg), {})[camera] = msg
+        return []
+
+    def _camera(self, topic: str) -> str | None:
+        if topic not in self._camera_of:
+            prefix, suffix = self.topics.namespace + "/", "/image_raw" + (
+                "/compressed" if self.topics.image_transport == "jpeg" else "")
+            name = topic[len(prefix):-len(suffix)] if topic.startswith(prefix) and topic.endswith(suffix) else ""
+            self._camera_of[topic] = name if name and "/" not in name and (
+                self.cameras is None or name in self.cameras) else None
+        return self._camera_of[topic]
+
+    def _on_report(self, data: str) -> list[Episode]:
+        try:
+            report = json.loads(data)
+            step, episode = int(report["step"]), int(report["episode"])
+            report["stamp"] = tuple(report["stamp"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("skipping a malformed step report: %s", exc)
+            return []
+        done: list[Episode] = []
+        if step == 0:
+            done = self.finish()
+            self._current = [report]
+            self.control_hz = report.get("control_hz") or self.control_hz
+        elif self._current and self._current[-1]["episode"] == episode:
+            if step != self._current[-1]["step"] + 1:
+                self._drop(f"episode {episode}: reports jump from step {self._current[-1]['step']} to {step} "
+                           "(messages were lost)")
+            else:
+                self._current.append(report)
+        # Reports of an episode whose start was not recorded are ignored. An episode is built when the next
+        # one starts or the recording ends, not at its last report: its last images may be received after it.
+        return done
+
+    def _drop(self, why: str) -> None:
+        self.skipped.append(why)
+        log.warning("skipping %s", why)
+        self._forget(self._current)
+        self._current = []
+
+    def _forget(self, reports: list[dict]) -> None:
+        for r in reports:
+            self._parts.pop(r["stamp"], None)
+        if reports:  # anything older than this episode can no longer be used
+            first = reports[0]["stamp"]
+            for key in [k for k in self._parts if k < first]:
+                del self._parts[key]
+
+    def finish(self) -> list[Episode]:
+        """End the episode in progress (the recording ended, or the next began); returns it if it has steps."""
+        reports, self._current = self._current, []
+        if len(reports) < 2:
+            self._forget(reports)
+            return []
+        try:
+            episode = self._build(reports)
+        except ConfigError as exc:
+            self._current = reports
+            self._drop(f"episode {reports[0]['episode']} (recorded at {reports[0]['stamp']}): {exc}")
+            return []
+        self._forget(reports)
+        return [episode]
+
+    def _observation(self, report: dict) -> dict[str, Any]:
+        parts = self._parts.get(report["stamp"], {})
+        if "state" not in parts:
+            raise ConfigError(f"no state for step {report['step']}")
+        cameras = self.cameras if self.cameras is not None else sorted(k for k in parts if k != "state")
+        if self.cameras is None:
+            self.cameras = cameras  # the first episode decides; later ones must have the same
+        missing = [c for c in cameras if c not in parts]
+        if missing:
+            raise ConfigError(f"no {missing} image for step {report['step']}")
+        state = parts["state"]
+        obs: dict[str, Any] = {"state": msg_to_state(state, self.state_dim or len(state.position))}
+        if cameras:
+            obs["images"] = {c: compressed_to_image(parts[c]) if isinstance(parts[c], CompressedImage)
+                             else msg_to_image(parts[c]) for c in cameras}
+        return obs
+
+    def _build(self, reports: list[dict]) -> Episode:
+        observations = [self._observation(r) for r in reports]
+        self.state_dim = int(observations[0]["state"].shape[0])  # the first episode decides for the rest
+        steps = reports[1:]
+        if any(r.get("action") is None for r in steps):
+            raise ConfigError("a step report has no executed action")
+        last = steps[-1]
+        truncated = [bool(r.get("truncated")) for r in steps]
+        if not (last.get("terminated") or last.get("truncated")):
+            truncated[-1] = True  # the recording ended mid-episode: stored as cut short, to bootstrap from
+            self.cut_short += 1
+        interventions = [bool(r.get("intervention")) for r in steps]
+        successes = [bool(r.get("success")) for r in steps]
+        first = reports[0]
+        meta = EpisodeMeta(task=str(first.get("task", "")) or "robot", instruction=str(first.get("instruction", "")),
+                           success=any(successes), source="human" if all(interventions) else "policy")
+        episode = Episode.from_steps(
+            observations[:-1], [np.asarray(r["action"], np.float32) for r in steps],
+            [float(r.get("reward", 0.0)) for r in steps], [bool(r.get("terminated")) for r in steps], truncated,
+            successes, observations[-1], meta, interventions=interventions)
+        episode.validate()
+        return episode
+
+
+def _env_config(episode: Episode, cameras: list[str], control_hz: float | None) -> dict:
+    """How to build a simulated twin of the recorded robot (when it was one of our tasks), for evaluation."""
+    from robot_rl.config import EnvConfig, config_to_dict
+
+    config = EnvConfig(task=episode.meta.task, cameras=list(cameras))
+    if cameras:
+        config.image_size = int(episode.obs[f"images/{cameras[0]}"].shape[1])
+    if control_hz:
+        config.control_hz = float(control_hz)
+    return config_to_dict(config)
+
+
+def import_bag(bag: str | Path, out: str | Path, topics: RobotTopics | None = None, append: bool = False,
+               overwrite: bool = False, progress: bool = True) -> ImportResult:
+    """Append every episode recorded in ``bag`` (a rosbag2 bag, or a folder of them) to the store ``out``."""
+    from robot_rl.envs import task_names
+    from robot_rl.runtime.collect import check_output_store, open_output_store
+    from robot_rl.transport.bag import bag_paths, read_bag
+
+    topics = topics or RobotTopics()
+    bag_paths(bag)  # clear errors before reading anything
+    check_output_store(out, append, overwrite)
+    assembler = EpisodeAssembler(topics)
+    result = ImportResult()
+    store = None
+    try:
+        bar = tqdm(desc=f"import {Path(bag).name}", unit="ep", disable=not progress)
+        messages = read_bag(bag)
+        while True:
+            item = next(messages, None)
+            episodes = assembler.finish() if item is None else assembler.add(item[0], item[1])
+            for episode in episodes:
+                if store is None:
+                    store = open_output_store(out, append, overwrite)
+                    if store.env_config is None and episode.meta.task in task_names():
+                        store.set_env_config(_env_config(episode, assembler.cameras, assembler.control_hz))
+                store.append(episode)
+                result.episodes += 1
+                result.steps += len(episode)
+                result.interventions += int(episode.intervention.sum())
+                bar.update(1)
+            if item is None:
+                break
+        bar.close()
+    finally:
+        if store is not None:
+            store.close()
+    result.cut_short, result.skipped = assembler.cut_short, assembler.skipped
+    if result.episodes == 0:
+        why = f" ({'; '.join(result.skipped)})" if result.skipped else ""
+        raise ConfigError(f"no complete episode in {bag} on {topics.namespace}/robot_rl/step{why}; "
+                          f"was the robot's namespace {topics.namespace}?")
+    return result
