@@ -231,6 +231,7 @@ def _ros_extra(module: str):
 def _cmd_record(args: argparse.Namespace) -> int:
     import signal
     import threading
+    import time
 
     from robot_rl.transport import make_transport
     from robot_rl.transport.convert import RobotTopics
@@ -249,8 +250,13 @@ def _cmd_record(args: argparse.Namespace) -> int:
     try:
         recorder = bag.BagRecorder(transport, args.out, config)
         print(f"recording {topics.namespace} into {args.out} (Ctrl-C to stop)", flush=True)
-        stop.wait(args.duration)
-        summary = recorder.close()
+        end = None if args.duration is None else time.monotonic() + args.duration
+        while not stop.is_set() and recorder.error is None:  # a failing disk stops the session at once
+            left = 1.0 if end is None else min(1.0, end - time.monotonic())
+            if left <= 0:
+                break
+            stop.wait(left)
+        summary = recorder.close()  # raises, naming the failure, when writing failed
     finally:
         transport.close()
     total = sum(summary["messages"].values())
@@ -264,8 +270,10 @@ def _cmd_import_bag(args: argparse.Namespace) -> int:
     from robot_rl.transport.convert import RobotTopics
 
     importer = _ros_extra("robot_rl.runtime.import_bag")
+    cameras = None if args.cameras is None else [c for c in args.cameras.split(",") if c]
     result = importer.import_bag(args.bag, args.out, RobotTopics(args.namespace, args.image_transport),
-                                 append=args.append, overwrite=args.overwrite, progress=not args.quiet)
+                                 append=args.append, overwrite=args.overwrite, progress=not args.quiet,
+                                 cameras=cameras)
     print(f"imported {result.episodes} episodes ({result.steps} steps, {result.interventions} operator steps) "
           f"from {args.bag} into {args.out}" + (f"; {result.cut_short} cut short by the recording's end"
                                                 if result.cut_short else "")
@@ -392,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="episode store path (a .zarr folder)")
     p.add_argument("--namespace", default="/robot", help="the robot's topic namespace in the bag")
     p.add_argument("--image-transport", choices=["raw", "jpeg"], default="raw")
+    p.add_argument("--cameras", default=None, help="comma-separated cameras to keep (default: all in the bag)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="add to an existing store")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing store")

@@ -15,7 +15,7 @@ from robot_rl.config import EnvConfig, config_to_dict
 from robot_rl.core.errors import StoreError
 from robot_rl.core.schema import Episode, EpisodeMeta, flatten_obs, step_schema
 from robot_rl.envs import make_env, make_expert
-from robot_rl.replay.store import EpisodeStore
+from robot_rl.replay.store import EpisodeStore, is_store
 
 
 def rollout(
@@ -88,10 +88,17 @@ class CollectResult:
 
 def check_output_store(out: str | Path, append: bool, overwrite: bool) -> None:
     """Raise StoreError now if :func:`open_output_store` would refuse ``out`` (before any long work)."""
+    out = Path(out)
     if append and overwrite:
         raise StoreError("pass only one of --append and --overwrite")
-    if Path(out).exists() and not (append or overwrite):
+    if not out.exists():
+        return
+    if not (append or overwrite):
         raise StoreError(f"{out} already exists; pass --append to add episodes or --overwrite to replace it")
+    if append:
+        EpisodeStore.open(out).close()  # names what is wrong: not a store, corrupt
+    elif not is_store(out) and not (out.is_dir() and not any(out.iterdir())):
+        raise StoreError(f"refusing to overwrite {out}: it is not a robot_rl episode store")
 
 
 def open_output_store(out: str | Path, append: bool, overwrite: bool) -> EpisodeStore:

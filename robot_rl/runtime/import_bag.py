@@ -22,6 +22,7 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.core.schema import Episode, EpisodeMeta
 from robot_rl.transport.convert import RobotTopics, compressed_to_image, msg_to_image, msg_to_state
 from robot_rl.transport.messages import CompressedImage, Message
+from robot_rl.transport.observations import StampKey, stamp_key
 
 log = logging.getLogger(__name__)
 
@@ -37,115 +38,108 @@ class ImportResult:
     """Why each episode that could not be rebuilt was left out."""
 
 
-def _stamp_key(msg: Message) -> tuple[int, int]:
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-
 class EpisodeAssembler:
-    """Rebuilds episodes from a stream of (topic, message) of one robot, in the order they were received."""
+    """Rebuilds episodes from a stream of (topic, message) of one robot with these ``cameras``, in the order
+    they were received."""
 
-    def __init__(self, topics: RobotTopics, cameras: list[str] | None = None, state_dim: int | None = None) -> None:
-        self.topics, self.cameras, self.state_dim = topics, cameras, state_dim
-        self._camera_of = {}
-        self._parts: dict[tuple[int, int], dict[str, Any]] = {}
+    def __init__(self, topics: RobotTopics, cameras: list[str]) -> None:
+        self.topics, self.cameras = topics, list(cameras)
+        self._camera_of = {topics.image(c): c for c in self.cameras}
+        self.state_dim: int | None = None  # the first episode decides for the rest
+        self._parts: dict[StampKey, dict[str, Any]] = {}
         self._current: list[dict] = []
+        self._closing: list[dict] = []  # the previous episode, built one report after the next one starts
         self.skipped: list[str] = []
         self.cut_short = 0
         self.control_hz: float | None = None
 
     def add(self, topic: str, msg: Message) -> list[Episode]:
         """Take one message; returns the episodes it completed."""
-        if topic == self.topics.state:
-            self._parts.setdefault(_stamp_key(msg), {})["state"] = msg
-        elif topic == self.topics.step:
+        if topic == self.topics.step:
             return self._on_report(msg.data)
-        else:
-            camera = self._camera(topic)
-            if camera is not None:
-                self._parts.setdefault(_stamp_key(msg), {})[camera] = msg
+        name = "state" if topic == self.topics.state else self._camera_of.get(topic)
+        if name is not None:
+            self._parts.setdefault(stamp_key(msg.header.stamp), {})[name] = msg
         return []
-
-    def _camera(self, topic: str) -> str | None:
-        if topic not in self._camera_of:
-            prefix, suffix = self.topics.namespace + "/", "/image_raw" + (
-                "/compressed" if self.topics.image_transport == "jpeg" else "")
-            name = topic[len(prefix):-len(suffix)] if topic.startswith(prefix) and topic.endswith(suffix) else ""
-            self._camera_of[topic] = name if name and "/" not in name and (
-                self.cameras is None or name in self.cameras) else None
-        return self._camera_of[topic]
 
     def _on_report(self, data: str) -> list[Episode]:
         try:
             report = json.loads(data)
             step, episode = int(report["step"]), int(report["episode"])
-            report["stamp"] = tuple(report["stamp"])
+            report["stamp"] = tuple(int(x) for x in report["stamp"])
         except (ValueError, KeyError, TypeError) as exc:
             log.error("skipping a malformed step report: %s", exc)
             return []
-        done: list[Episode] = []
+        # The last step's images may arrive after the next episode's first report, so an episode is
+        # built one report later than that (or when the recording ends).
+        done = self._build_closing()
         if step == 0:
-            done = self.finish()
-            self._current = [report]
+            self._closing, self._current = self._current, [report]
             self.control_hz = report.get("control_hz") or self.control_hz
         elif self._current and self._current[-1]["episode"] == episode:
             if step != self._current[-1]["step"] + 1:
-                self._drop(f"episode {episode}: reports jump from step {self._current[-1]['step']} to {step} "
-                           "(messages were lost)")
+                self._skip(self._current, f"reports jump from step {self._current[-1]['step']} to {step} "
+                                          "(messages were lost)")
+                self._current = []
             else:
                 self._current.append(report)
-        # Reports of an episode whose start was not recorded are ignored. An episode is built when the next
-        # one starts or the recording ends, not at its last report: its last images may be received after it.
+        # reports of an episode whose start was not recorded are ignored
         return done
 
-    def _drop(self, why: str) -> None:
-        self.skipped.append(why)
-        log.warning("skipping %s", why)
-        self._forget(self._current)
-        self._current = []
-
-    def _forget(self, reports: list[dict]) -> None:
-        for r in reports:
-            self._parts.pop(r["stamp"], None)
-        if reports:  # anything older than this episode can no longer be used
-            first = reports[0]["stamp"]
-            for key in [k for k in self._parts if k < first]:
-                del self._parts[key]
-
     def finish(self) -> list[Episode]:
-        """End the episode in progress (the recording ended, or the next began); returns it if it has steps."""
-        reports, self._current = self._current, []
+        """The recording ended: build what is left."""
+        done = self._build_closing()
+        self._closing, self._current = self._current, []
+        return done + self._build_closing()
+
+    def _build_closing(self) -> list[Episode]:
+        reports, self._closing = self._closing, []
+        # steps at the end whose observation never fully arrived (the recording stopped mid-step) are cut
+        while reports and not self._complete(reports[-1]):
+            reports = reports[:-1]
         if len(reports) < 2:
             self._forget(reports)
             return []
         try:
             episode = self._build(reports)
-        except ConfigError as exc:
-            self._current = reports
-            self._drop(f"episode {reports[0]['episode']} (recorded at {reports[0]['stamp']}): {exc}")
+        except (ConfigError, ValueError) as exc:
+            self._skip(reports, str(exc))
             return []
         self._forget(reports)
         return [episode]
 
+    def _skip(self, reports: list[dict], why: str) -> None:
+        why = f"episode {reports[0]['episode']} (recorded at {reports[0]['stamp']}): {why}"
+        self.skipped.append(why)
+        log.warning("skipping %s", why)
+        self._forget(reports)
+
+    def _forget(self, reports: list[dict]) -> None:
+        for r in reports:
+            self._parts.pop(r["stamp"], None)
+        if reports:  # parts older than this episode can no longer be used
+            first = reports[0]["stamp"]
+            for key in [k for k in self._parts if k < first]:
+                del self._parts[key]
+
+    def _complete(self, report: dict) -> bool:
+        return {"state", *self.cameras} <= self._parts.get(report["stamp"], {}).keys()
+
     def _observation(self, report: dict) -> dict[str, Any]:
         parts = self._parts.get(report["stamp"], {})
-        if "state" not in parts:
-            raise ConfigError(f"no state for step {report['step']}")
-        cameras = self.cameras if self.cameras is not None else sorted(k for k in parts if k != "state")
-        if self.cameras is None:
-            self.cameras = cameras  # the first episode decides; later ones must have the same
-        missing = [c for c in cameras if c not in parts]
+        missing = sorted({"state", *self.cameras} - parts.keys())
         if missing:
-            raise ConfigError(f"no {missing} image for step {report['step']}")
+            raise ConfigError(f"no {missing} for step {report['step']}")
         state = parts["state"]
         obs: dict[str, Any] = {"state": msg_to_state(state, self.state_dim or len(state.position))}
-        if cameras:
+        if self.cameras:
             obs["images"] = {c: compressed_to_image(parts[c]) if isinstance(parts[c], CompressedImage)
-                             else msg_to_image(parts[c]) for c in cameras}
+                             else msg_to_image(parts[c]) for c in self.cameras}
         return obs
 
     def _build(self, reports: list[dict]) -> Episode:
         observations = [self._observation(r) for r in reports]
-        self.state_dim = int(observations[0]["state"].shape[0])  # the first episode decides for the rest
+        self.state_dim = int(observations[0]["state"].shape[0])
         steps = reports[1:]
         if any(r.get("action") is None for r in steps):
             raise ConfigError("a step report has no executed action")
@@ -167,6 +161,35 @@ class EpisodeAssembler:
         return episode
 
 
+def bag_cameras(bag_topics: dict[str, str], topics: RobotTopics, cameras: list[str] | None = None) -> list[str]:
+    """The cameras of ``topics``' robot recorded in a bag with these topics (checked against ``cameras``
+    when given); ConfigError when the robot's step reports are not there or its images use another
+    transport."""
+    if topics.step not in bag_topics:
+        reports = sorted(t for t in bag_topics if t.endswith("/robot_rl/step"))
+        hint = f"; it has step reports on {reports} (pass --namespace)" if reports else ""
+        raise ConfigError(f"the bag has no step reports on {topics.step}{hint}")
+    found: dict[str, list[str]] = {"raw": [], "jpeg": []}
+    prefix = topics.namespace + "/"
+    for topic, msgtype in bag_topics.items():
+        for transport, suffix, wanted in (("raw", "/image_raw", "sensor_msgs/msg/Image"),
+                                          ("jpeg", "/image_raw/compressed", "sensor_msgs/msg/CompressedImage")):
+            name = topic[len(prefix):-len(suffix)] if topic.startswith(prefix) and topic.endswith(suffix) else ""
+            if name and "/" not in name and msgtype == wanted:
+                found[transport].append(name)
+    have = sorted(found[topics.image_transport])
+    other = "jpeg" if topics.image_transport == "raw" else "raw"
+    if not have and found[other]:
+        raise ConfigError(f"the bag's cameras {sorted(found[other])} are {other} images; pass "
+                          f"--image-transport {other}")
+    if cameras is not None:
+        missing = [c for c in cameras if c not in have]
+        if missing:
+            raise ConfigError(f"the bag has no {topics.image_transport} images from {missing}; it has {have}")
+        return list(cameras)
+    return have
+
+
 def _env_config(episode: Episode, cameras: list[str], control_hz: float | None) -> dict:
     """How to build a simulated twin of the recorded robot (when it was one of our tasks), for evaluation."""
     from robot_rl.config import EnvConfig, config_to_dict
@@ -180,21 +203,22 @@ def _env_config(episode: Episode, cameras: list[str], control_hz: float | None) 
 
 
 def import_bag(bag: str | Path, out: str | Path, topics: RobotTopics | None = None, append: bool = False,
-               overwrite: bool = False, progress: bool = True) -> ImportResult:
-    """Append every episode recorded in ``bag`` (a rosbag2 bag, or a folder of them) to the store ``out``."""
+               overwrite: bool = False, progress: bool = True, cameras: list[str] | None = None) -> ImportResult:
+    """Append every episode recorded in ``bag`` (a rosbag2 bag, or a folder of them) to the store ``out``;
+    ``cameras``: which to keep (default: every camera of the robot in the bag)."""
     from robot_rl.envs import task_names
     from robot_rl.runtime.collect import check_output_store, open_output_store
-    from robot_rl.transport.bag import bag_paths, read_bag
+    from robot_rl.transport.bag import bag_paths, bag_topics, read_bag
 
     topics = topics or RobotTopics()
-    bag_paths(bag)  # clear errors before reading anything
-    check_output_store(out, append, overwrite)
-    assembler = EpisodeAssembler(topics)
+    check_output_store(out, append, overwrite)  # clear errors before reading anything
+    bags = bag_paths(bag)
+    assembler = EpisodeAssembler(topics, bag_cameras(bag_topics(bags), topics, cameras))
     result = ImportResult()
     store = None
     try:
         bar = tqdm(desc=f"import {Path(bag).name}", unit="ep", disable=not progress)
-        messages = read_bag(bag)
+        messages = read_bag(bags)
         while True:
             item = next(messages, None)
             episodes = assembler.finish() if item is None else assembler.add(item[0], item[1])

@@ -22,7 +22,8 @@ import torch
 
 from robot_rl.core.errors import ConfigError
 from robot_rl.runtime.evaluate import ObservationWindows, load_checkpoint
-from robot_rl.transport import ServiceClient, Transport, TransportError
+from robot_rl.transport import ServiceClient, Transport
+from robot_rl.transport.base import ServiceTimeout
 from robot_rl.transport.convert import RobotTopics, array_to_msg, chunk_to_msg
 from robot_rl.transport.messages import Float64MultiArray, String, Time
 from robot_rl.transport.observations import StampedObservations, StampKey
@@ -133,16 +134,20 @@ class PolicyServer:
 
     def _ask_robot(self) -> None:
         log.info("waiting for the robot's episode service on %s", self.topics.episode)
+        warned = False
         while not self._closed.is_set():
             try:
                 spec = self._client.call({"op": "spec"}, timeout=2.0)
-            except TransportError:
-                continue
-            except Exception:
+                problems = self._mismatches(spec)
+            except Exception as exc:  # noqa: BLE001 - keep asking: the robot may come up, or be fixed
                 if self._closed.is_set():  # the transport went away under us while closing
                     return
-                raise
-            problems = self._mismatches(spec)
+                if not warned and not isinstance(exc, ServiceTimeout):
+                    log.error("the robot's episode service on %s: %s: %s (retrying)", self.topics.episode,
+                              type(exc).__name__, exc)
+                    warned = True
+                self._closed.wait(1.0)
+                continue
             if problems:
                 log.error("the policy in %s cannot drive the robot on %s: %s; not acting", self.policy_dir,
                           self.topics.namespace, "; ".join(problems))
@@ -162,7 +167,7 @@ class PolicyServer:
         if missing:
             out.append(f"robot has no camera {missing} (it has {spec.get('cameras')})")
         shape = spec.get("image_shape")
-        if self.cameras and shape and list(shape[:2]) != [image_size, image_size]:
+        if self.cameras and shape and list(shape)[:2] != [image_size, image_size]:
             out.append(f"robot images are {shape[0]}x{shape[1]}, policy expects {image_size}x{image_size}")
         return out
 

@@ -32,6 +32,7 @@ from robot_rl.transport.messages import (
     Message,
     String,
 )
+from robot_rl.transport.observations import stamp_key
 
 try:
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
@@ -66,11 +67,6 @@ class RecorderConfig:
     def validate(self) -> None:
         if self.sensor_qos not in ("reliable", "best_effort"):
             raise ConfigError(f"sensor_qos must be 'reliable' or 'best_effort', got {self.sensor_qos!r}")
-
-
-def _stamp(msg: Message) -> tuple[int, int] | None:
-    header = getattr(msg, "header", None)
-    return None if header is None else (header.stamp.sec, header.stamp.nanosec)
 
 
 class BagRecorder:
@@ -112,11 +108,23 @@ class BagRecorder:
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bag-writer", daemon=True)
         self._thread.start()
-        self._subs = [transport.subscribe(topic, cls, lambda msg, topic=topic: self._received(topic, msg), qos)
-                      for topic, cls, qos in self.table]
+        self._subs = []
+        try:
+            for topic, cls, qos in self.table:
+                self._subs.append(transport.subscribe(topic, cls, lambda m, topic=topic: self._received(topic, m),
+                                                      qos))
+        except Exception:
+            self._stop()
+            raise
 
     def _received(self, topic: str, msg: Message) -> None:
-        self._queue.put((topic, msg, time.time_ns()))
+        if self._error is None:  # once writing failed, do not pile up what can no longer be written
+            self._queue.put((topic, msg, time.time_ns()))
+
+    @property
+    def error(self) -> Exception | None:
+        """Why recording stopped, if it failed (the bags closed before then stay readable)."""
+        return self._error
 
     # ----------------------------------------------------------------------------------- writing
     def _open_bag(self) -> None:
@@ -152,16 +160,24 @@ class BagRecorder:
                     if self._starts_episode(item):
                         self._roll_over(pending, item)
                     pending.append(item)
-                horizon = time.time_ns() - int(_ROLLOVER_LAG_S * 1e9)
+                # the lag runs on receive times, so a writer that falls behind still sees a step's report
+                # before it writes that step's images
+                newest = item[2] if item is not None else time.time_ns()
+                horizon = newest - int(_ROLLOVER_LAG_S * 1e9)
                 while pending and (pending[0][2] < horizon or self._closed.is_set()):
                     self._write(*pending.popleft())
             while pending:
                 self._write(*pending.popleft())
-        except Exception as exc:  # noqa: BLE001 - reported by close(); what was written stays readable
-            self._error = exc
-            log.error("bag recording failed: %s: %s", type(exc).__name__, exc)
-        finally:
             self._close_bag()
+        except Exception as exc:  # noqa: BLE001 - reported by close() and `error`; closed bags stay readable
+            self._error = exc
+            log.error("bag recording into %s failed: %s: %s", self.out, type(exc).__name__, exc)
+            if self._writer is not None:
+                try:
+                    self._writer.close()
+                except Exception:  # noqa: BLE001 - already failing; the first error is the one reported
+                    pass
+                self._writer = None
 
     def _starts_episode(self, item: tuple[str, Message, int]) -> bool:
         topic, msg, _ = item
@@ -183,7 +199,8 @@ class BagRecorder:
         start = tuple(json.loads(report_item[1].data).get("stamp") or ())
         later: list[tuple[str, Message, int]] = []
         for item in pending:
-            stamp = _stamp(item[1])
+            header = getattr(item[1], "header", None)
+            stamp = None if header is None else stamp_key(header.stamp)
             if start and stamp is not None and stamp >= start:
                 later.append(item)
             else:
@@ -194,12 +211,15 @@ class BagRecorder:
         self._bag_has_episode = True
         pending.extend(later)
 
-    def close(self) -> dict:
-        """Stop, write what was received, close the bag; returns what was recorded."""
+    def _stop(self) -> None:
         for sub in self._subs:
             sub.close()
         self._closed.set()
-        self._thread.join(timeout=30.0)
+        self._thread.join()  # no timeout: returning before the last bag is closed would lose it
+
+    def close(self) -> dict:
+        """Stop, write what was received, close the bag; returns what was recorded."""
+        self._stop()
         if self._error is not None:
             raise ConfigError(f"recording into {self.out} failed: {self._error}") from self._error
         return {"out": str(self.out), "bags": len(self.bags), "episodes": self.episodes,
@@ -226,10 +246,27 @@ def bag_paths(path: str | Path) -> list[Path]:
     return bags
 
 
-def read_bag(path: str | Path, topics: set[str] | None = None) -> Iterator[tuple[str, Message, int]]:
+def _bags(path: str | Path | list[Path]) -> list[Path]:
+    return list(path) if isinstance(path, list) else bag_paths(path)
+
+
+def bag_topics(path: str | Path | list[Path]) -> dict[str, str]:
+    """Every topic in the bags of ``path`` (see :func:`bag_paths`, or a list of bags) and its ROS 2 type."""
+    topics: dict[str, str] = {}
+    for bag in _bags(path):
+        try:
+            with Reader(bag) as reader:
+                topics.update({c.topic: c.msgtype for c in reader.connections})
+        except Exception as exc:  # noqa: BLE001 - rosbags raises its own error types
+            raise ConfigError(f"cannot read the bag {bag}: {type(exc).__name__}: {exc}") from exc
+    return topics
+
+
+def read_bag(path: str | Path | list[Path], topics: set[str] | None = None) -> Iterator[tuple[str, Message, int]]:
     """(topic, message, receive time in ns) of every message of a known type in ``path`` (see
-    :func:`bag_paths`), bag by bag in time order; a message that does not decode is logged and skipped."""
-    for bag in bag_paths(path):
+    :func:`bag_paths`, or a list of bags), bag by bag in time order; a message that does not decode is
+    logged and skipped."""
+    for bag in _bags(path):
         try:
             reader = Reader(bag)
             reader.open()

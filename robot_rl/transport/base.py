@@ -32,6 +32,10 @@ class TransportError(RobotRLError):
     """A transport cannot do what was asked (closed, timed out, no such backend)."""
 
 
+class ServiceTimeout(TransportError):
+    """A service did not answer in time (it may not be up yet)."""
+
+
 @dataclass(frozen=True)
 class QoS:
     """The subset of DDS QoS that ROS 2 profiles use."""
@@ -231,7 +235,7 @@ class ServiceClient:
             while rid not in self._replies:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TransportError(f"no reply from {self.name} within {timeout:.1f} s")
+                    raise ServiceTimeout(f"no reply from {self.name} within {timeout:.1f} s")
                 self._request.publish(payload)
                 self._cond.wait(min(retry_every, left))
             reply = self._replies.pop(rid)

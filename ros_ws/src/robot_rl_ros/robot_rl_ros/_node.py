@@ -26,13 +26,16 @@ class RosLogHandler(logging.Handler):
         self.logger = logger
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = f"{record.name}: {record.getMessage()}"
-        if record.levelno >= logging.ERROR:
-            self.logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self.logger.warning(text)
-        else:
-            self.logger.info(text)
+        try:
+            text = f"{record.name}: {self.format(record)}"  # with the traceback, if the record has one
+            if record.levelno >= logging.ERROR:
+                self.logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self.logger.warning(text)
+            else:
+                self.logger.info(text)
+        except Exception:  # noqa: BLE001 - logging must never take the node down
+            self.handleError(record)
 
 
 def run(node_name: str, defaults: dict, build, args=None) -> None:
