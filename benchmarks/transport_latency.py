@@ -1,7 +1,7 @@
 """ROS 2 transport latency, side by side in one run; prints one JSON object.
 
 Round trips (median, p99, in ms) of a sensor_msgs/JointState (7 joints) and a 128x128x3 rgb8
-sensor_msgs/Image, each message echoed back by a node in another process:
+sensor_msgs/Image between two processes, a pinger and an echo node (the same ping loop for every pinger):
 
 - ``ours``: robot_rl's DDS backend (cyclonedds) on both sides;
 - ``rclpy``: rclpy on both sides (the PyPI Jazzy wheels in ``.venv-ros``, Fast DDS);
@@ -26,7 +26,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,13 +34,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from robot_rl.transport import QoS  # noqa: E402
-from robot_rl.transport.convert import RobotTopics, image_to_msg  # noqa: E402
+from robot_rl.transport.convert import RobotTopics  # noqa: E402
 from robot_rl.transport.dds import DDSTransport  # noqa: E402
-from robot_rl.transport.messages import Float64MultiArray, JointState, String  # noqa: E402
+from robot_rl.transport.messages import Float64MultiArray, String  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = {"interface": "lo", "peers": ["127.0.0.1"]}
-DEPTH = QoS(reliable=True, depth=10)
 
 OURS_ECHO = """
 import sys, threading
@@ -72,24 +70,45 @@ except (KeyboardInterrupt, ExternalShutdownException):
     pass
 """
 
-RCLPY_PING = """
+# One ping loop for both pingers, each in its own process: ``publish(msg)`` sends, and the pinger's echo
+# callback sets ``event`` when the message whose frame_id is ``want["id"]`` comes back.
+PING_LOOP = """
 import json, sys, threading, time
 import numpy as np
+n_msgs, warmup = int(sys.argv[1]), int(sys.argv[2])
+want, event = {"id": ""}, threading.Event()
+def back(msg):
+    if msg.header.frame_id == want["id"]:
+        event.set()
+IMAGE = np.random.default_rng(0).integers(0, 255, 128 * 128 * 3, dtype=np.uint8).tobytes()
+def ping(name, publish, msg):
+    want["id"] = msg.header.frame_id = "hello"
+    event.clear()
+    deadline = time.monotonic() + 60
+    while not event.is_set():  # discovery
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no echo on /bench/{name}_back")
+        publish(msg)
+        event.wait(0.1)
+    times = []
+    for i in range(warmup + n_msgs):
+        event.clear()
+        want["id"] = msg.header.frame_id = str(i)
+        start = time.perf_counter()
+        publish(msg)
+        if not event.wait(5.0):
+            raise SystemExit(f"lost echo {i} on {name}")
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+"""
+
+RCLPY_PING = PING_LOOP + """
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-n_msgs, warmup = int(sys.argv[1]), int(sys.argv[2])
 rclpy.init()
 node = Node("ping")
-got, event = {"want": ""}, threading.Event()
-def back(msg):
-    if msg.header.frame_id == got["want"]:
-        event.set()
-js = JointState(name=[f"joint{i}" for i in range(7)], position=[0.1] * 7, velocity=[0.0] * 7)
-img = Image(height=128, width=128, encoding="rgb8", step=384,
-            data=np.random.default_rng(0).integers(0, 255, 128 * 128 * 3, dtype=np.uint8).tobytes())
-out = {}
 executor = SingleThreadedExecutor()
 executor.add_node(node)
 stop = threading.Event()
@@ -98,34 +117,34 @@ def spin():
         executor.spin_once(timeout_sec=0.05)
 spinner = threading.Thread(target=spin)
 spinner.start()
-for name, cls, msg in (("js", JointState, js), ("img", Image, img)):
+out = {}
+for name, cls, msg in (("js", JointState, JointState(name=[f"joint{i}" for i in range(7)], position=[0.1] * 7,
+                                                      velocity=[0.0] * 7)),
+                       ("img", Image, Image(height=128, width=128, encoding="rgb8", step=384, data=IMAGE))):
     pub = node.create_publisher(cls, f"/bench/{name}", 10)
     node.create_subscription(cls, f"/bench/{name}_back", back, 10)
-    deadline = time.monotonic() + 60
-    got["want"] = "hello"
-    msg.header.frame_id = "hello"
-    event.clear()
-    while not event.is_set():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no echo on /bench/{name}_back")
-        pub.publish(msg)
-        event.wait(0.1)
-    times = []
-    for i in range(warmup + n_msgs):
-        event.clear()
-        got["want"] = msg.header.frame_id = str(i)
-        start = time.perf_counter()
-        pub.publish(msg)
-        if not event.wait(5.0):
-            raise SystemExit(f"lost echo {i} on {name}")
-        times.append(time.perf_counter() - start)
-    out[name] = times[warmup:]
+    out[name] = ping(name, pub.publish, msg)
 stop.set()
 spinner.join()
 print(json.dumps(out), flush=True)
 executor.shutdown()
 node.destroy_node()
 rclpy.shutdown()
+"""
+
+OURS_PING = PING_LOOP + """
+from robot_rl.transport.dds import DDSTransport
+from robot_rl.transport.messages import Image, JointState
+t = DDSTransport(domain_id=int(sys.argv[3]), interface="lo", peers=["127.0.0.1"])
+out = {}
+for name, msg in (("js", JointState(name=[f"joint{i}" for i in range(7)], position=np.full(7, 0.1),
+                                    velocity=np.zeros(7))),
+                  ("img", Image(height=128, width=128, encoding="rgb8", step=384, data=IMAGE))):
+    pub = t.publisher(f"/bench/{name}", type(msg))
+    t.subscribe(f"/bench/{name}_back", type(msg), back)
+    out[name] = ping(name, pub.publish, msg)
+t.close()
+print(json.dumps(out), flush=True)
 """
 
 SIL_OURS = """
@@ -180,45 +199,13 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def ping_ours(domain: int, n: int, warmup: int) -> dict:
-    """Round trips from our backend in this process to whichever echo node is on ``domain``."""
-    t = DDSTransport(domain_id=domain, **LOOPBACK)
-    want, event = {"id": ""}, threading.Event()
-
-    def back(msg):
-        if msg.header.frame_id == want["id"]:
-            event.set()
-
-    img = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
-    messages = {"js": JointState(name=[f"joint{i}" for i in range(7)], position=np.full(7, 0.1),
-                                 velocity=np.zeros(7)),
-                "img": image_to_msg(img)}
-    out = {}
-    try:
-        for name, msg in messages.items():
-            pub = t.publisher(f"/bench/{name}", type(msg), DEPTH)
-            t.subscribe(f"/bench/{name}_back", type(msg), back, DEPTH)
-            want["id"] = msg.header.frame_id = "hello"
-            event.clear()
-            deadline = time.monotonic() + 60
-            while not event.is_set():
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"no echo on /bench/{name}_back")
-                pub.publish(msg)
-                event.wait(0.1)
-            times = []
-            for i in range(warmup + n):
-                event.clear()
-                want["id"] = msg.header.frame_id = str(i)
-                start = time.perf_counter()
-                pub.publish(msg)
-                if not event.wait(5.0):
-                    raise SystemExit(f"lost echo {i} on {name}")
-                times.append(time.perf_counter() - start)
-            out[name] = times[warmup:]
-    finally:
-        t.close()
-    return out
+def ping(python: Path | str, script: str, n: int, warmup: int, domain: int) -> dict:
+    """Run a pinger in its own process against the echo node on ``domain``; its round trips in seconds."""
+    proc = subprocess.run([str(python), "-c", script, str(n), str(warmup), str(domain)], env=_ros_env(domain),
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"a pinger failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def round_trips(ros_python: Path | None, n: int, warmup: int) -> dict:
@@ -226,7 +213,7 @@ def round_trips(ros_python: Path | None, n: int, warmup: int) -> dict:
     domain = random.randint(1, 200)
     echo = _start([sys.executable, "-c", OURS_ECHO, str(domain)])
     try:
-        results["ours"] = ping_ours(domain, n, warmup)
+        results["ours"] = ping(sys.executable, OURS_PING, n, warmup, domain)
     finally:
         _stop(echo)
     if ros_python is None:
@@ -237,12 +224,8 @@ def round_trips(ros_python: Path | None, n: int, warmup: int) -> dict:
     try:
         if echo.stdout.readline().strip() != "ready":
             raise SystemExit("the rclpy echo node did not start")
-        ping = subprocess.run([str(ros_python), "-c", RCLPY_PING, str(n), str(warmup)], env=_ros_env(domain),
-                              capture_output=True, text=True, timeout=600)
-        if ping.returncode != 0:
-            raise SystemExit(f"rclpy ping failed: {ping.stderr[-2000:]}")
-        results["rclpy"] = json.loads(ping.stdout.strip().splitlines()[-1])
-        results["ours_rclpy"] = ping_ours(domain, n, warmup)
+        results["rclpy"] = ping(ros_python, RCLPY_PING, n, warmup, domain)
+        results["ours_rclpy"] = ping(sys.executable, OURS_PING, n, warmup, domain)
     finally:
         echo.terminate()
         echo.wait(timeout=20)

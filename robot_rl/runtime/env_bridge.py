@@ -172,14 +172,16 @@ class EnvBridge:
         return future.result(timeout=timeout)
 
     # ------------------------------------------------------------------------------------- episode
+    @property
+    def task_name(self) -> str:
+        return getattr(getattr(self.env.unwrapped, "task", None), "name", "")
+
     def spec(self) -> dict:
-        unwrapped = self.env.unwrapped
         return {"action_dim": self.action_dim, "cameras": self.cameras, "state_dim": self.state_dim,
                 "state_names": self.state_names, "control_hz": self.control_hz,
                 "image_shape": list(self.env.observation_space["images"][self.cameras[0]].shape) if self.cameras
-                else None, "task": getattr(getattr(unwrapped, "task", None), "name", ""),
-                "instruction": getattr(unwrapped, "instruction", ""), "realtime": self.cfg.realtime,
-                "image_transport": self.topics.image_transport}
+                else None, "task": self.task_name, "instruction": getattr(self.env.unwrapped, "instruction", ""),
+                "realtime": self.cfg.realtime, "image_transport": self.topics.image_transport}
 
     def reset(self, seed: int | None = None) -> dict:
         """Start an episode (on the bridge's thread); returns its first step report and instruction."""
@@ -194,11 +196,9 @@ class EnvBridge:
             self._last_action = np.zeros(self.action_dim, np.float32)
             header = self._publish_obs(obs)
             # the first report names the episode's task, so a recording of the topics is self-contained
-            unwrapped = self.env.unwrapped
             report = self._report(header, 0.0, False, False, bool(info.get("success", False)), None, None, None,
-                                  task=getattr(getattr(unwrapped, "task", None), "name", ""),
-                                  instruction=info.get("instruction", getattr(unwrapped, "instruction", "")),
-                                  control_hz=self.control_hz)
+                                  task=self.task_name, control_hz=self.control_hz,
+                                  instruction=info.get("instruction", getattr(self.env.unwrapped, "instruction", "")))
         return report
 
     # ---------------------------------------------------------------------------------------- loop

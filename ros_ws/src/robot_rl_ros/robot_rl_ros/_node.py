@@ -2,6 +2,7 @@
 shutdown on Ctrl-C/SIGTERM."""
 
 import logging
+import os
 import signal
 import threading
 
@@ -43,8 +44,14 @@ def run(node_name: str, defaults: dict, build, args=None) -> None:
     SIGTERM, then close that object while the node can still publish (its last holds, its logs)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
+
+    def on_signal(*_):
+        if stop.is_set():  # a second Ctrl-C: closing hangs, leave now
+            os._exit(130)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     node = Node(node_name)
     handler = RosLogHandler(node.get_logger())
     library_log = logging.getLogger("robot_rl")
