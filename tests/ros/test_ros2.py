@@ -129,11 +129,13 @@ def test_sim_in_the_loop_over_rclpy_nodes(tmp_path, push_store):
     env = ros_env(domain)
     bridge_log, policy_log = tmp_path / "bridge.log", tmp_path / "policy.log"
     logs = (bridge_log, policy_log)
-    bridge = subprocess.Popen([str(py), "-m", "robot_rl_ros.env_bridge", "--ros-args", "-p", "image_size:=32",
-                               "-p", "max_steps:=30", "-p", "control_hz:=10.0"],
+    # the parameters sim.launch.py gives the nodes, with a small image and the test's policy
+    params = ["--ros-args", "--params-file", str(PKG / "config" / "sim.yaml")]
+    bridge = subprocess.Popen([str(py), "-m", "robot_rl_ros.env_bridge", *params, "-p", "image_size:=32",
+                               "-p", "max_steps:=30"],
                               env=env, stdout=bridge_log.open("w"), stderr=subprocess.STDOUT)
-    policy = subprocess.Popen([str(py), "-m", "robot_rl_ros.policy_node", "--ros-args",
-                               "-p", f"checkpoint:={ckpt / 'policy'}"],
+    policy = subprocess.Popen([str(py), "-m", "robot_rl_ros.policy_node", *params,
+                               "-p", f"checkpoint:={ckpt / 'policy'}", "-p", "critic:=''"],
                               env=env, stdout=policy_log.open("w"), stderr=subprocess.STDOUT)
     t = dds.DDSTransport(domain_id=domain, interface="lo", peers=["127.0.0.1"])
     try:
