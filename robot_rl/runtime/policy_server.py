@@ -179,6 +179,8 @@ class PolicyServer:
         obs = self._observations.observation(parts)
         new_episode = report["episode"] != self._episode or report["step"] == 0
         if new_episode:
+            if self._client is not None and report.get("instruction"):
+                self.instruction = report["instruction"]  # a multi-task robot names each episode's goal
             self._episode, self._since_chunk, self._progress = report["episode"], 0, None
             self._history = ObservationWindows(1, self.policy.config.n_obs_steps, self.instruction)
             self._history.start(0, obs)
