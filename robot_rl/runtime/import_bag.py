@@ -216,31 +216,31 @@ def import_bag(bag: str | Path, out: str | Path, topics: RobotTopics | None = No
     assembler = EpisodeAssembler(topics, bag_cameras(bag_topics(bags), topics, cameras))
     result = ImportResult()
     store = None
+
+    def append_all(episodes: list[Episode]) -> None:
+        nonlocal store
+        for episode in episodes:
+            if store is None:  # only once there is something to write: an empty import leaves `out` alone
+                store = open_output_store(out, append, overwrite)
+                if store.env_config is None and episode.meta.task in task_names():
+                    store.set_env_config(_env_config(episode, assembler.cameras, assembler.control_hz))
+            store.append(episode)
+            result.episodes += 1
+            result.steps += len(episode)
+            result.interventions += int(episode.intervention.sum())
+            bar.update(1)
+
+    bar = tqdm(desc=f"import {Path(bag).name}", unit="ep", disable=not progress)
     try:
-        bar = tqdm(desc=f"import {Path(bag).name}", unit="ep", disable=not progress)
-        messages = read_bag(bags)
-        while True:
-            item = next(messages, None)
-            episodes = assembler.finish() if item is None else assembler.add(item[0], item[1])
-            for episode in episodes:
-                if store is None:
-                    store = open_output_store(out, append, overwrite)
-                    if store.env_config is None and episode.meta.task in task_names():
-                        store.set_env_config(_env_config(episode, assembler.cameras, assembler.control_hz))
-                store.append(episode)
-                result.episodes += 1
-                result.steps += len(episode)
-                result.interventions += int(episode.intervention.sum())
-                bar.update(1)
-            if item is None:
-                break
-        bar.close()
+        for topic, msg, _ in read_bag(bags):
+            append_all(assembler.add(topic, msg))
+        append_all(assembler.finish())
     finally:
+        bar.close()
         if store is not None:
             store.close()
     result.cut_short, result.skipped = assembler.cut_short, assembler.skipped
     if result.episodes == 0:
         why = f" ({'; '.join(result.skipped)})" if result.skipped else ""
-        raise ConfigError(f"no complete episode in {bag} on {topics.namespace}/robot_rl/step{why}; "
-                          f"was the robot's namespace {topics.namespace}?")
+        raise ConfigError(f"no complete episode in {bag} on {topics.step}{why}")
     return result

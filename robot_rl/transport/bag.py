@@ -157,8 +157,9 @@ class BagRecorder:
                 except queue.Empty:
                     item = None
                 if item is not None:
-                    if self._starts_episode(item):
-                        self._roll_over(pending, item)
+                    start = self._episode_start(item)
+                    if start is not None:
+                        self._roll_over(pending, start)
                     pending.append(item)
                 # the lag runs on receive times, so a writer that falls behind still sees a step's report
                 # before it writes that step's images
@@ -179,24 +180,26 @@ class BagRecorder:
                     pass
                 self._writer = None
 
-    def _starts_episode(self, item: tuple[str, Message, int]) -> bool:
+    def _episode_start(self, item: tuple[str, Message, int]) -> tuple[int, ...] | None:
+        """The stamp of a new episode's first step, when ``item`` is that step's report."""
         topic, msg, _ = item
         if topic != self.cfg.topics.step:
-            return False
+            return None
         try:
             report = json.loads(msg.data)
         except ValueError:
-            return False
-        return isinstance(report, dict) and report.get("step") == 0
+            return None
+        if not isinstance(report, dict) or report.get("step") != 0:
+            return None
+        return tuple(report.get("stamp") or ())
 
-    def _roll_over(self, pending: deque, report_item: tuple[str, Message, int]) -> None:
-        """A new episode's first report: earlier messages close the current bag (when it already holds an
-        episode); messages stamped at or after the new episode's first step start the next one."""
+    def _roll_over(self, pending: deque, start: tuple[int, ...]) -> None:
+        """A new episode's first report (its step stamped ``start``): earlier messages close the current bag
+        (when it already holds an episode); messages stamped at or after ``start`` begin the next one."""
         self.episodes += 1
         if not (self.cfg.split_episodes and self._bag_has_episode):
             self._bag_has_episode = True
             return
-        start = tuple(json.loads(report_item[1].data).get("stamp") or ())
         later: list[tuple[str, Message, int]] = []
         for item in pending:
             header = getattr(item[1], "header", None)
