@@ -38,7 +38,7 @@ class InMemoryEpisodes:
             if missing:
                 raise ConfigError(f"{store.path} lacks field(s) {missing}; it has {store.step_keys}")
             for key in keys:
-                parts[key].append(np.asarray(store._array(f"steps/{key}")[: store.num_steps]))
+                parts[key].append(np.asarray(store.read_field(key)))
             ends.append(store.episode_ends + offset)
             instructions += [str(x) for x in store.episode_field("instruction")]
             offset += store.num_steps

@@ -1,4 +1,4 @@
-"""The zarr episode store: append-only, crash-safe, random-access.
+"""The zarr episode store: append-only, crash-safe, random-access, and verifiable.
 
 Layout (zarr v3)::
 
@@ -6,17 +6,24 @@ Layout (zarr v3)::
     steps/<field>                  per-step arrays over all episodes (obs/images/<cam>, obs/state,
                                    action, reward, terminated, truncated, success, intervention, ...)
     episodes/{end,success,seed,source,task,instruction}
+    episodes/manifest              one JSON record per episode: boundaries, metadata, row digests
     final_obs/<obs key>            the observation after each episode's last action
+    extras/<name>                  per-step arrays added after the fact (e.g. critic rewards)
 
 Commit protocol: an episode's arrays are written past the committed end first; the commit record
 (``num_episodes``, ``num_steps`` in the root attributes) is rewritten last. zarr (>= 3.1.5) writes
 every file to a temporary name and renames it, so a writer killed at any moment leaves each file
 either old or new, and readers see exactly the committed episodes. One writer at a time (a lock
 file); any number of readers, which call ``refresh()`` to see new episodes.
+
+Integrity (version 2, see ``layout.py``): every chunk file is written, ends with a crc32c, and the
+record holds each array's metadata, so reading a committed row whose chunk is missing or damaged
+raises StoreCorruptError; ``verify()`` also checks every episode against its manifest digests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -27,35 +34,46 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.array import AsyncArray
+from zarr.storage import LocalStore, StorePath
 
 from robot_rl.core.errors import ConfigError, StoreCorruptError, StoreError
 from robot_rl.core.schema import Episode, EpisodeMeta
-
-FORMAT = "robot_rl.episode_store"
-VERSION = 1
-_ATTR = "robot_rl"
-_EPISODE_FIELDS = {
-    "end": np.dtype(np.int64),
-    "success": np.dtype(bool),
-    "seed": np.dtype(np.int64),
-    "source": str,
-    "task": str,
-    "instruction": str,
-}
-IMAGE_CHUNK_STEPS = 32  # see FACTS: per-step image chunks are slow to read, episode-sized ones to sample
-LOWDIM_CHUNK_STEPS = 4096
-EPISODE_CHUNK = 1024
+from robot_rl.replay.layout import (
+    ATTR,
+    EPISODE_CHUNK,
+    EPISODE_FIELDS,
+    FORMAT,
+    IMAGE_CHUNK_STEPS,
+    LOWDIM_CHUNK_STEPS,
+    MANIFEST,
+    VERSION,
+    ChunkGuard,
+    committed_rows,
+    corrupt,
+    is_image,
+    read_record,
+    row_digest,
+)
 
 warnings.filterwarnings("ignore", message=".*vlen-utf8.*")
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3 specification.*")
 
 
-def _is_image(shape: tuple[int, ...], dtype: np.dtype) -> bool:
-    return dtype == np.uint8 and len(shape) == 3
+@dataclasses.dataclass(frozen=True)
+class ChunkRows:
+    """Rows per chunk file, per kind of array (recorded in each array's metadata when it is created)."""
 
+    image: int = IMAGE_CHUNK_STEPS  # steps of a camera (and final observations of a camera)
+    lowdim: int = LOWDIM_CHUNK_STEPS  # steps of a state, action, flag or extra
+    episode: int = EPISODE_CHUNK  # episodes of the episode table and of a low-dimensional final observation
 
-def _chunk_steps(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    return IMAGE_CHUNK_STEPS if _is_image(shape, dtype) else LOWDIM_CHUNK_STEPS
+    def __post_init__(self) -> None:
+        for name in ("image", "lowdim", "episode"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"chunk rows for {name} arrays must be a positive integer, "
+                                  f"got {getattr(self, name)!r}")
 
 
 def is_store(path: str | Path) -> bool:
@@ -67,18 +85,38 @@ def is_store(path: str | Path) -> bool:
         attrs = json.loads(meta.read_text()).get("attributes", {})
     except (OSError, ValueError):
         return False
-    return attrs.get(_ATTR, {}).get("format") == FORMAT
+    return attrs.get(ATTR, {}).get("format") == FORMAT
+
+
+def writer_lock(path: Path) -> int:
+    """Take the store's one-writer lock (a file descriptor to close); StoreError if another process holds it."""
+    fd = os.open(path / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{path} is being written by another process") from None
+    return fd
+
+
+def episode_record(start: int, end: int, meta: EpisodeMeta, digests: dict[str, str]) -> dict[str, Any]:
+    """An episode's manifest entry (see ``layout.MANIFEST``)."""
+    return {"start": start, "end": end, "success": bool(meta.success), "seed": int(meta.seed),
+            "source": meta.source, "task": meta.task, "instruction": meta.instruction, "digests": digests}
 
 
 class EpisodeStore:
     """An episode store on disk. Open with :meth:`open` (read) or :meth:`create` / ``mode="a"``."""
 
-    def __init__(self, path: Path, group: zarr.Group, writable: bool) -> None:
+    def __init__(self, path: Path, writable: bool) -> None:
         self.path = path
-        self._group = group
         self.writable = writable
         self._lock_fd: int | None = None
+        self.chunks = ChunkRows()  # for arrays this store object creates
         self._arrays: dict[str, zarr.Array] = {}
+        self._extents: dict[str, tuple[int, int]] = {}  # shared with the ChunkGuard of version-2 stores
+        self.version = int(read_record(path)["version"])
+        self._group = self._open_group()
         self._load_record()
 
     # ---------------------------------------------------------------------------- open / create
@@ -88,27 +126,25 @@ class EpisodeStore:
         path = Path(path)
         if mode not in ("r", "a"):
             raise ConfigError(f"mode must be 'r' or 'a', got {mode!r}")
-        if not path.exists():
-            raise StoreError(f"no episode store at {path}")
-        if not (path / "zarr.json").is_file():
-            raise StoreError(f"{path} is not a robot_rl episode store (no zarr.json)")
-        try:
-            json.loads((path / "zarr.json").read_text())
-        except ValueError as exc:
-            raise StoreCorruptError(f"episode store {path} is corrupt: unreadable zarr.json ({exc})") from None
-        if not is_store(path):
-            raise StoreError(f"{path} is not a robot_rl episode store (zarr.json has no {FORMAT} record)")
-        store = cls(path, cls._open_group(path, "r+" if mode == "a" else "r"), writable=mode == "a")
+        read_record(path)  # names what is wrong: no store, not a store, unreadable record, unknown version
+        store = cls(path, writable=mode == "a")
         if mode == "a":
             store._acquire_lock()
             store._remove_partial_files()
         return store
 
     @classmethod
-    def create(cls, path: str | Path, overwrite: bool = False) -> EpisodeStore:
+    def create(cls, path: str | Path, overwrite: bool = False, version: int = VERSION,
+               chunks: ChunkRows | None = None) -> EpisodeStore:
         """Create an empty store. With ``overwrite`` an existing *store* is replaced; any other existing
-        path is refused, so that no user data is deleted by mistake."""
+        path is refused, so that no user data is deleted by mistake.
+
+        ``version=1`` writes the layout of stores made before chunk checksums (no crc32c, no manifest,
+        all-fill chunks skipped): kept to test that old stores still read, and as a benchmark baseline.
+        ``chunks`` sets rows per chunk file (the defaults suit training; tests use small ones)."""
         path = Path(path)
+        if version not in (1, VERSION):
+            raise ConfigError(f"store version must be 1 or {VERSION}, got {version}")
         if path.exists():
             if not overwrite:
                 raise StoreError(f"{path} already exists (use append or overwrite)")
@@ -120,27 +156,33 @@ class EpisodeStore:
                 raise StoreError(f"refusing to overwrite {path}: it is not a robot_rl episode store")
         path.parent.mkdir(parents=True, exist_ok=True)
         group = zarr.open_group(str(path), mode="w-")
-        record = {"format": FORMAT, "version": VERSION, "num_episodes": 0, "num_steps": 0, "schema": None}
-        group.attrs[_ATTR] = record
-        store = cls(path, group, writable=True)
+        record: dict[str, Any] = {"format": FORMAT, "version": version, "num_episodes": 0, "num_steps": 0,
+                                  "schema": None}
+        if version >= 2:
+            record.update(arrays={}, extras={},
+                          integrity={"chunk_checksum": "crc32c", "empty_chunks_written": True, "manifest": MANIFEST})
+        group.attrs[ATTR] = record
+        store = cls(path, writable=True)
         store._acquire_lock()
+        store.chunks = chunks or ChunkRows()
         return store
 
-    @staticmethod
-    def _open_group(path: Path, mode: str) -> zarr.Group:
+    def _open_group(self) -> zarr.Group:
+        store: Any = LocalStore(self.path, read_only=not self.writable)
+        self._readers: dict[str, zarr.Array] = {}
+        self._guard = self._reading_guard = None
+        if self.version >= 2:
+            self._guard = ChunkGuard(store, self.path, self._extents)
+            self._reading_guard = ChunkGuard(store, self.path, self._extents, strip=True)
+            self._reading_guard.failures = self._guard.failures
+            store = self._guard
         try:
-            return zarr.open_group(str(path), mode=mode)
+            return zarr.open_group(store=store, mode="r+" if self.writable else "r")
         except Exception as exc:  # zarr raises several types for broken metadata
-            raise StoreCorruptError(f"episode store {path} is corrupt: {exc}") from None
+            raise StoreCorruptError(f"episode store {self.path} is corrupt: {exc}") from None
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.path / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{self.path} is being written by another process") from None
-        self._lock_fd = fd
+        self._lock_fd = writer_lock(self.path)
 
     def _remove_partial_files(self) -> None:
         for leftover in self.path.rglob("*.partial"):  # temp files of a writer that was killed
@@ -159,22 +201,42 @@ class EpisodeStore:
 
     # ------------------------------------------------------------------------------ the record
     def _load_record(self) -> None:
-        record = self._group.attrs.get(_ATTR)
+        record = self._group.attrs.get(ATTR)
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise StoreError(f"{self.path} is not a robot_rl episode store")
-        if record.get("version") != VERSION:
-            raise StoreError(f"{self.path} has store version {record.get('version')}, expected {VERSION}")
+        self._record = record
+        self.version = int(record["version"])
         self.num_episodes = int(record["num_episodes"])
         self.num_steps = int(record["num_steps"])
         self.schema: dict[str, Any] | None = record.get("schema")
         self.env_config: dict[str, Any] | None = record.get("env")
         self._arrays.clear()
+        self._readers.clear()
+        self._update_extents()
         if self.num_episodes:
             self._check_index()
 
+    def _update_extents(self) -> None:
+        """Tell the guard which rows are committed now (version 2; version-1 stores skipped all-fill
+        chunks, so a missing chunk there may be legitimate)."""
+        self._extents.clear()
+        if self.version < 2:
+            return
+        arrays = self._record.get("arrays", {})
+        for name, rows in committed_rows(self._record).items():
+            if name in arrays:
+                self._extents[name] = (rows, int(arrays[name]["chunk_grid"]["configuration"]["chunk_shape"][0]))
+
+    def _write_record(self, **updates: Any) -> None:
+        record = {**self._record, **updates}
+        self._group.attrs[ATTR] = record  # the commit point
+        self._record = record
+        self._update_extents()
+
     def refresh(self) -> None:
         """Re-read the commit record to see episodes appended by a writer since opening."""
-        self._group = self._open_group(self.path, "r+" if self.writable else "r")
+        self.version = int(read_record(self.path)["version"])
+        self._group = self._open_group()
         self._load_record()
 
     def _array(self, name: str) -> zarr.Array:
@@ -183,41 +245,72 @@ class EpisodeStore:
             try:
                 arr = self._group[name]
             except KeyError:
-                raise StoreCorruptError(f"episode store {self.path} is corrupt: array {name!r} is missing") from None
+                raise corrupt(self.path, f"array {name!r} is missing (no {name}/zarr.json)") from None
+            except StoreCorruptError:
+                raise
             except Exception as exc:
-                raise StoreCorruptError(f"episode store {self.path} is corrupt: array {name!r}: {exc}") from None
+                raise corrupt(self.path, f"array {name!r} has unreadable metadata ({exc})") from None
+            if self.version >= 2:
+                arr = arr.with_config({"write_empty_chunks": True})  # so that a missing chunk is never legitimate
             self._arrays[name] = arr
         return arr
 
+    def _reader(self, name: str) -> zarr.Array:
+        """The handle reads go through: in version 2, the array without its trailing crc32c codec, on
+        the reading guard, which checks and strips the checksum itself (see ``ChunkGuard``)."""
+        arr = self._readers.get(name)
+        if arr is None:
+            arr = self._array(name)
+            meta = arr.metadata
+            codecs = getattr(meta, "codecs", ())
+            if self._reading_guard is not None and codecs and isinstance(codecs[-1], Crc32cCodec):
+                self._reading_guard.stripped.add(name)
+                handle = AsyncArray(metadata=dataclasses.replace(meta, codecs=codecs[:-1]),
+                                    store_path=StorePath(self._reading_guard, name), config=arr._async_array.config)
+                arr = zarr.Array(handle)
+            self._readers[name] = arr
+        return arr
+
+    def _read(self, name: str, selection: Any) -> np.ndarray:
+        """Rows of array ``name``; a chunk that cannot be decoded raises StoreCorruptError."""
+        arr = self._reader(name)
+        try:
+            data = arr.get_orthogonal_selection((selection,)) if isinstance(selection, np.ndarray) else arr[selection]
+        except StoreCorruptError:
+            raise
+        except Exception as exc:
+            problem = f"{name} rows {selection!r} cannot be decoded ({type(exc).__name__}: {exc})"
+            raise corrupt(self.path, problem) from None
+        if self._guard is not None and self._guard.failures:
+            if isinstance(selection, slice):
+                rows = np.arange(*selection.indices(arr.shape[0]))
+            else:
+                rows = np.atleast_1d(np.asarray(selection))
+            self._guard.check(name, np.unique(rows // arr.chunks[0]), arr.ndim)
+        return data
+
     def _check_index(self) -> None:
         assert self.schema is not None
-        for key in self.step_keys:
-            if self._array(f"steps/{key}").shape[0] < self.num_steps:
-                raise StoreCorruptError(
-                    f"episode store {self.path} is corrupt: steps/{key} holds "
-                    f"{self._array(f'steps/{key}').shape[0]} steps, the record commits {self.num_steps}"
-                )
-        for key in _EPISODE_FIELDS:
-            if self._array(f"episodes/{key}").shape[0] < self.num_episodes:
-                raise StoreCorruptError(
-                    f"episode store {self.path} is corrupt: episodes/{key} holds fewer than "
-                    f"{self.num_episodes} episodes"
-                )
+        for name, rows in committed_rows(self._record).items():
+            if not name.startswith(("steps/", "episodes/")):
+                continue
+            held = self._array(name).shape[0]
+            if held < rows:
+                raise corrupt(self.path, f"{name} holds {held} rows, the record commits {rows}")
         ends = self.episode_ends
         if ends[-1] != self.num_steps or np.any(np.diff(ends) <= 0) or ends[0] <= 0:
-            raise StoreCorruptError(
-                f"episode store {self.path} is corrupt: episode ends do not add up to {self.num_steps} steps"
-            )
+            raise corrupt(self.path, f"episode ends do not add up to {self.num_steps} steps")
 
     # ------------------------------------------------------------------------------- writing
     def set_env_config(self, env: dict[str, Any]) -> None:
         """Record how the env that produced the episodes was configured (read back by training and eval)."""
+        self._check_writable()
+        self._write_record(env=env)
+        self.env_config = env
+
+    def _check_writable(self) -> None:
         if not self.writable:
             raise StoreError(f"{self.path} is open read-only")
-        record = dict(self._group.attrs[_ATTR])
-        record["env"] = env
-        self._group.attrs[_ATTR] = record
-        self.env_config = env
 
     @property
     def step_keys(self) -> list[str]:
@@ -249,26 +342,35 @@ class EpisodeStore:
                     f"the store holds dtype {spec['dtype']} shape {spec['shape']}"
                 )
 
+    def _new_array(self, name: str, row_shape: tuple[int, ...], dtype: Any, chunk_rows: int,
+                   overwrite: bool = False) -> None:
+        kwargs: dict[str, Any] = {"overwrite": overwrite}
+        if self.version >= 2:
+            kwargs = {"compressors": [ZstdCodec(level=0), Crc32cCodec()], "config": {"write_empty_chunks": True}}
+        self._group.create_array(name, shape=(0, *row_shape), dtype=dtype, chunks=(chunk_rows, *row_shape), **kwargs)
+        if self.version >= 2:  # a copy of the metadata, from which a lost zarr.json can be restored
+            meta = json.loads((self.path / name / "zarr.json").read_text())
+            self._record["arrays"][name] = {k: v for k, v in meta.items() if k not in ("shape", "attributes")}
+
     def _create_arrays(self, episode: Episode) -> None:
+        # Overwrite: nothing is committed yet, but a writer killed during its first append may have left arrays.
+        rows = self.chunks
         for key, arr in episode.step_arrays().items():
             shape = tuple(arr.shape[1:])
-            self._group.create_array(
-                f"steps/{key}", shape=(0, *shape), dtype=arr.dtype,
-                chunks=(_chunk_steps(shape, arr.dtype), *shape),
-            )
+            chunk = rows.image if is_image(shape, arr.dtype) else rows.lowdim
+            self._new_array(f"steps/{key}", shape, arr.dtype, chunk, overwrite=True)
         for key, arr in episode.final_obs.items():
-            self._group.create_array(
-                f"final_obs/{key}", shape=(0, *arr.shape), dtype=arr.dtype,
-                chunks=(IMAGE_CHUNK_STEPS if _is_image(arr.shape, arr.dtype) else EPISODE_CHUNK, *arr.shape),
-            )
-        for key, dtype in _EPISODE_FIELDS.items():
-            self._group.create_array(f"episodes/{key}", shape=(0,), dtype=dtype, chunks=(EPISODE_CHUNK,))
+            chunk = rows.image if is_image(arr.shape, arr.dtype) else rows.episode
+            self._new_array(f"final_obs/{key}", arr.shape, arr.dtype, chunk, overwrite=True)
+        for key, dtype in EPISODE_FIELDS.items():
+            self._new_array(f"episodes/{key}", (), dtype, rows.episode, overwrite=True)
+        if self.version >= 2:
+            self._new_array(MANIFEST, (), str, 1, overwrite=True)
 
     def append(self, episode: Episode) -> int:
         """Write one whole episode and commit it; returns its index. Nothing is visible to readers
         until the commit record is rewritten at the very end."""
-        if not self.writable:
-            raise StoreError(f"{self.path} is open read-only")
+        self._check_writable()
         episode.validate()
         if self.schema is None:
             self._create_arrays(episode)
@@ -276,21 +378,25 @@ class EpisodeStore:
         else:
             self._check_schema(episode)
         start, length, index = self.num_steps, len(episode), self.num_episodes
+        steps, digests = self.schema["steps"], {}
         for key, data in episode.step_arrays().items():
             self._write_rows(f"steps/{key}", start, data)
+            digests[f"steps/{key}"] = f"{row_digest(np.asarray(data, steps[key]['dtype'])):08x}"
         for key, data in episode.final_obs.items():
             self._write_rows(f"final_obs/{key}", index, data[None])
+            digests[f"final_obs/{key}"] = f"{row_digest(np.asarray(data, steps[f'obs/{key}']['dtype'])):08x}"
         meta = episode.meta
         values = {
             "end": start + length, "success": meta.success, "seed": meta.seed,
             "source": meta.source, "task": meta.task, "instruction": meta.instruction,
         }
         for key, value in values.items():
-            dtype = object if _EPISODE_FIELDS[key] is str else _EPISODE_FIELDS[key]
+            dtype = object if EPISODE_FIELDS[key] is str else EPISODE_FIELDS[key]
             self._write_rows(f"episodes/{key}", index, np.array([value], dtype=dtype))
-        record = dict(self._group.attrs[_ATTR])
-        record.update(num_episodes=index + 1, num_steps=start + length, schema=self.schema)
-        self._group.attrs[_ATTR] = record  # the commit point
+        if self.version >= 2:
+            entry = json.dumps(episode_record(start, start + length, meta, digests), sort_keys=True)
+            self._write_rows(MANIFEST, index, np.array([entry], dtype=object))
+        self._write_record(num_episodes=index + 1, num_steps=start + length, schema=self.schema)
         self.num_episodes, self.num_steps = index + 1, start + length
         return index
 
@@ -299,38 +405,81 @@ class EpisodeStore:
         end = start + data.shape[0]
         if arr.shape[0] != end:  # also drops rows a killed writer left past the committed end
             arr.resize((end, *arr.shape[1:]))
-        arr[start:end] = data
+            self._readers.pop(name, None)  # it holds the old shape
+        if self._guard is not None:
+            self._guard.strict = True  # a damaged committed chunk must not be merged with new rows
+        try:
+            arr[start:end] = data
+        finally:
+            if self._guard is not None:
+                self._guard.strict = False
 
     # ------------------------------------------------------------------------- after-the-fact arrays
     def extra_array(self, name: str, dtype: Any = np.float32, create: bool = False) -> zarr.Array:
         """A per-step array added after the episodes were written (``extras/<name>``, e.g. critic rewards).
 
-        Extras never touch the episodes' own arrays; their ``attrs`` hold what the writer needs to resume."""
+        Extras never touch the episodes' own arrays. Rows become committed with :meth:`commit_extras`."""
         key = f"extras/{name}"
         if key in self._arrays:
             return self._arrays[key]
         try:
-            arr = self._group[key]
+            self._group[key]
         except KeyError:
             if not create:
                 raise ConfigError(f"{self.path} has no extra array {name!r}") from None
-            if not self.writable:
-                raise StoreError(f"{self.path} is open read-only") from None
-            arr = self._group.create_array(key, shape=(0,), dtype=dtype, chunks=(LOWDIM_CHUNK_STEPS,))
-        self._arrays[key] = arr
-        return arr
+            self._check_writable()
+            # as many rows per chunk as the store's own per-step flags, so that its chunks line up with theirs
+            chunk = self._array("steps/reward").chunks[0] if "reward" in self.step_keys else self.chunks.lowdim
+            self._new_array(key, (), dtype, int(chunk))
+            extras = {**self._record.get("extras", {}), name: {"rows": 0, "info": {}}}
+            self._write_record(extras=extras)
+        return self._array(key)
 
     def write_extra_rows(self, name: str, start: int, data: np.ndarray) -> None:
-        if not self.writable:
-            raise StoreError(f"{self.path} is open read-only")
+        """Write rows of an extra past its committed ones; they count once :meth:`commit_extras` says so."""
+        self._check_writable()
         if start + len(data) > self.num_steps:
             raise ConfigError(f"rows {start}..{start + len(data)} of {name!r} pass the store's {self.num_steps} steps")
+        self.extra_array(name)
         self._write_rows(f"extras/{name}", start, np.asarray(data))
+
+    def commit_extras(self, rows: dict[str, int], info: dict[str, dict[str, Any]] | None = None) -> None:
+        """Commit the first ``rows[name]`` rows of each named extra (one atomic record write), and
+        optionally replace its ``info`` (e.g. which critic wrote it)."""
+        self._check_writable()
+        extras = {k: dict(v) for k, v in self._record.get("extras", {}).items()}
+        for name, n in rows.items():
+            held = self.extra_array(name).shape[0]
+            if not 0 <= n <= min(held, self.num_steps):
+                raise ConfigError(f"cannot commit {n} rows of extra {name!r}: "
+                                  f"it holds {held}, the store {self.num_steps}")
+            extras.setdefault(name, {"rows": 0, "info": {}})["rows"] = int(n)
+        for name, value in (info or {}).items():
+            extras.setdefault(name, {"rows": 0, "info": {}})["info"] = value
+        self._write_record(extras=extras)
+
+    def extra_rows(self, name: str) -> int | None:
+        """Committed rows of an extra; None for an extra the record does not know (an older store)."""
+        entry = self._record.get("extras", {}).get(name)
+        return None if entry is None else int(entry["rows"])
+
+    def extra_info(self, name: str) -> dict[str, Any]:
+        return dict(self._record.get("extras", {}).get(name, {}).get("info", {}))
+
+    def get_extra(self, name: str, indices: np.ndarray) -> np.ndarray:
+        """Rows of an extra at global step ``indices``; only committed rows can be read."""
+        indices = np.asarray(indices, dtype=np.int64)
+        committed = self.extra_rows(name)
+        limit = self.extra_array(name).shape[0] if committed is None else committed
+        if indices.size and (indices.min() < 0 or indices.max() >= limit):
+            raise ConfigError(f"rows of extra {name!r} must be in [0, {limit}), got {indices.min()}..{indices.max()}")
+        unique, inverse = np.unique(indices, return_inverse=True)
+        return self._read(f"extras/{name}", unique)[inverse.reshape(indices.shape)]
 
     # ------------------------------------------------------------------------------- reading
     @property
     def episode_ends(self) -> np.ndarray:
-        return np.asarray(self._array("episodes/end")[: self.num_episodes], dtype=np.int64)
+        return np.asarray(self._read("episodes/end", slice(0, self.num_episodes)), dtype=np.int64)
 
     @property
     def episode_starts(self) -> np.ndarray:
@@ -339,7 +488,7 @@ class EpisodeStore:
 
     def episode_meta(self, index: int) -> EpisodeMeta:
         self._check_episode_index(index)
-        get = {k: self._array(f"episodes/{k}")[index] for k in ("task", "instruction", "success", "source", "seed")}
+        get = {k: self._read(f"episodes/{k}", index) for k in ("task", "instruction", "success", "source", "seed")}
         return EpisodeMeta(
             task=str(get["task"]), instruction=str(get["instruction"]), success=bool(get["success"]),
             source=str(get["source"]), seed=int(get["seed"]),
@@ -347,9 +496,9 @@ class EpisodeStore:
 
     def episode_field(self, name: str) -> np.ndarray:
         """A per-episode metadata column (``success``, ``task``, ...) over committed episodes."""
-        if name not in _EPISODE_FIELDS:
-            raise ConfigError(f"unknown episode field {name!r}; known: {list(_EPISODE_FIELDS)}")
-        return np.asarray(self._array(f"episodes/{name}")[: self.num_episodes])
+        if name not in EPISODE_FIELDS:
+            raise ConfigError(f"unknown episode field {name!r}; known: {list(EPISODE_FIELDS)}")
+        return np.asarray(self._read(f"episodes/{name}", slice(0, self.num_episodes)))
 
     def _check_episode_index(self, index: int) -> None:
         if not 0 <= index < self.num_episodes:
@@ -359,11 +508,22 @@ class EpisodeStore:
         """Per-step arrays of one episode (all fields, or ``keys``), read without touching others."""
         self._check_episode_index(index)
         start, end = int(self.episode_starts[index]), int(self.episode_ends[index])
-        return {k: self._array(f"steps/{k}")[start:end] for k in self._keys(keys)}
+        return {k: self._read(f"steps/{k}", slice(start, end)) for k in self._keys(keys)}
+
+    def read_field(self, key: str) -> np.ndarray:
+        """One step field over every committed step (for loading a small store into memory)."""
+        return self._read(f"steps/{self._keys([key])[0]}", slice(0, self.num_steps))
+
+    def manifest(self, index: int) -> dict[str, Any]:
+        """Episode ``index``'s manifest entry: boundaries, metadata and row digests (version 2)."""
+        self._check_episode_index(index)
+        if self.version < 2:
+            raise StoreError(f"{self.path} is a version-{self.version} store: it has no episode manifest")
+        return json.loads(str(self._read(MANIFEST, index)))
 
     def final_obs(self, index: int) -> dict[str, np.ndarray]:
         self._check_episode_index(index)
-        return {k[4:]: self._array(f"final_obs/{k[4:]}")[index] for k in self.step_keys if k.startswith("obs/")}
+        return {k[4:]: self._read(f"final_obs/{k[4:]}", index) for k in self.step_keys if k.startswith("obs/")}
 
     def _keys(self, keys: list[str] | None) -> list[str]:
         if keys is None:
@@ -381,8 +541,7 @@ class EpisodeStore:
         unique, inverse = np.unique(indices, return_inverse=True)
         out = {}
         for key in self._keys(keys):
-            rows = self._array(f"steps/{key}").get_orthogonal_selection((unique,))
-            out[key] = rows[inverse.reshape(indices.shape)]
+            out[key] = self._read(f"steps/{key}", unique)[inverse.reshape(indices.shape)]
         return out
 
     def episode_of_steps(self, indices: np.ndarray) -> np.ndarray:
@@ -402,24 +561,24 @@ class EpisodeStore:
                 counts[str(v)] = counts.get(str(v), 0) + 1
         return {
             "path": str(self.path),
+            "version": self.version,
             "episodes": self.num_episodes,
             "steps": self.num_steps,
             "success_rate": float(success.mean()) if len(success) else 0.0,
             "tasks": tasks,
             "sources": sources,
             "fields": {k: v for k, v in (self.schema or {}).get("steps", {}).items()},
+            "extras": {k: v["rows"] for k, v in self._record.get("extras", {}).items()},
             "size_bytes": self.size_bytes(),
         }
 
-    def verify(self) -> None:
-        """Decode every committed chunk; raise StoreCorruptError on the first that fails."""
-        for key in self.step_keys:
-            arr = self._array(f"steps/{key}")
-            step = arr.chunks[0]
-            for start in range(0, self.num_steps, step):
-                try:
-                    arr[start : min(start + step, self.num_steps)]
-                except Exception as exc:
-                    raise StoreCorruptError(
-                        f"episode store {self.path} is corrupt: steps/{key} rows {start}+ unreadable ({exc})"
-                    ) from None
+    def verify(self, progress: bool = False):
+        """Check every chunk of every array (and, in version 2, every episode against its manifest);
+        raise StoreCorruptError naming the damage, else return the IntegrityReport."""
+        from robot_rl.replay.integrity import check_store
+
+        report = check_store(self.path, deep=True, progress=progress)
+        if report.damage:
+            raise corrupt(self.path, "; ".join(d.describe() for d in report.damage[:5])
+                          + (f" (+{len(report.damage) - 5} more)" if len(report.damage) > 5 else ""))
+        return report
