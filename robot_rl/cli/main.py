@@ -59,24 +59,104 @@ def _human_size(n: int) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from robot_rl.core.errors import StoreCorruptError
+    from robot_rl.replay.integrity import check_store
     from robot_rl.replay.store import EpisodeStore
 
-    store = EpisodeStore.open(args.path)
-    if args.verify:
-        store.verify()
-    summary = store.summary()
+    report = check_store(args.path, deep=args.verify, progress=args.verify and not (args.json or args.quiet))
+    summary, unreadable = None, None
+    try:
+        summary = EpisodeStore.open(args.path).summary()
+    except StoreCorruptError as exc:
+        unreadable = str(exc)
     if args.json:
-        print(json.dumps(summary))
-        return 0
-    print(f"store        {summary['path']}")
-    print(f"episodes     {summary['episodes']}")
-    print(f"steps        {summary['steps']}")
-    print(f"success rate {summary['success_rate']:.3f}")
-    print(f"tasks        {', '.join(f'{k} ({v})' for k, v in summary['tasks'].items()) or '-'}")
-    print(f"sources      {', '.join(f'{k} ({v})' for k, v in summary['sources'].items()) or '-'}")
-    print(f"size on disk {_human_size(summary['size_bytes'])}")
-    for key, spec in summary["fields"].items():
-        print(f"  {key:<22} {spec['dtype']:<6} {tuple(spec['shape'])}")
+        print(json.dumps({**(summary or {"path": str(args.path), "error": unreadable}), "integrity": report.to_dict()}))
+        return 0 if report.ok and unreadable is None else 1
+    if summary is not None:
+        print(f"store        {summary['path']} (version {summary['version']})")
+        print(f"episodes     {summary['episodes']}")
+        print(f"steps        {summary['steps']}")
+        print(f"success rate {summary['success_rate']:.3f}")
+        print(f"tasks        {', '.join(f'{k} ({v})' for k, v in summary['tasks'].items()) or '-'}")
+        print(f"sources      {', '.join(f'{k} ({v})' for k, v in summary['sources'].items()) or '-'}")
+        print(f"size on disk {_human_size(summary['size_bytes'])}")
+        for key, spec in summary["fields"].items():
+            print(f"  {key:<22} {spec['dtype']:<6} {tuple(spec['shape'])}")
+        for key, rows in summary["extras"].items():
+            print(f"  extras/{key:<15} {rows} rows committed")
+    else:
+        print(f"store        {args.path}: cannot be read")
+    _print_integrity(report)
+    if unreadable is not None:
+        print(f"robot-rl info: error: {unreadable}", file=sys.stderr)
+        return 1
+    return 0 if report.ok else 1
+
+
+def _print_integrity(report) -> None:
+    state = "OK" if report.ok else "DAMAGED"
+    print(f"integrity    {state if report.deep else 'metadata ' + state} (version {report.version}"
+          f"{', every chunk read' if report.deep else '; chunks not read: add --verify'})")
+    for line in report.checked:
+        print(f"  checked      {line}")
+    for line in report.unchecked:
+        print(f"  not checked  {line}")
+    for damage in report.damage:
+        print(f"  damage       {damage.describe()}")
+    if report.leftovers:
+        print(f"  note         {report.leftovers} temporary file(s) of an interrupted writer (removed by the next one)")
+    if report.deep and not report.ok:
+        lost = [e.index for e in report.episodes if not e.keep]
+        damaged = sorted(report.damaged_episodes())
+        if lost:
+            print(f"damaged episodes {_index_ranges(damaged)}: repair drops {_index_ranges(lost)}"
+                  f"{' and keeps the others' if len(lost) < len(damaged) else ''}")
+        else:
+            print(f"damaged episodes {_index_ranges(damaged)}: repair keeps all of them (their damage is undone "
+                  "from a second copy, or hits only derived extras)")
+    if not report.ok:
+        hint = "`robot-rl info --verify` lists the damaged episodes; " if not report.deep else ""
+        print(f"{hint}`robot-rl repair {report.path} --out NEW` keeps every intact episode")
+
+
+def _index_ranges(indices: list[int]) -> str:
+    from robot_rl.replay.integrity import index_ranges
+
+    return index_ranges(indices)
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from robot_rl.replay.repair import repair_store
+
+    result = repair_store(args.path, out=args.out, in_place=args.in_place, progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0 if result.out is not None or result.report.ok else 1
+    report = result.report
+    print(f"{args.path}: {report.num_episodes} episodes; {len(result.kept)} intact"
+          f"{f' ({len(result.restored)} restored from a second copy)' if result.restored else ''}, "
+          f"{len(result.dropped)} lost")
+    for verb, reasons in (("drop", result.dropped), ("keep", result.restored)):
+        grouped: dict[str, list[int]] = {}
+        for index, why in reasons.items():
+            grouped.setdefault("; ".join(why), []).append(index)
+        for why, indices in grouped.items():
+            print(f"  {verb} episode{'s' if len(indices) > 1 else ''} {_index_ranges(indices)}: {why}")
+    for name, (kept, before) in result.extras_rows.items():
+        if kept != before:
+            print(f"  extras/{name}: {kept} of {before} rows kept (the rest is damaged or follows damage; "
+                  "recompute it, e.g. `robot-rl critic relabel`)")
+    if result.out is None:
+        if report.ok and report.version >= 2:
+            print("the store is intact: nothing to repair")
+            return 0
+        print("dry run: nothing written. --out NEW writes the intact episodes into a new store; --in-place "
+              "replaces the store, keeping the damaged original beside it")
+        return 0 if report.ok else 1
+    if result.backup is not None:
+        print(f"repaired in place: {result.out} (the damaged original is kept at {result.backup})")
+    else:
+        print(f"wrote {len(result.kept)} episodes into {result.out} (verified); {args.path} is untouched")
     return 0
 
 
@@ -410,8 +490,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise an episode store")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--verify", action="store_true", help="also decode every chunk")
+    p.add_argument("--verify", action="store_true",
+                   help="read every chunk of every array (existence, checksum, decode) and every episode against "
+                        "its manifest; exit 1 when anything is damaged")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("repair", help="copy every intact episode of a damaged store into a new store (dry run "
+                                      "without --out / --in-place)")
+    p.add_argument("path")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help="write the intact episodes into this new store")
+    where.add_argument("--in-place", action="store_true",
+                       help="build the repaired store beside PATH, verify it, then swap it in; the damaged "
+                            "original is kept as PATH.damaged-<time>")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_repair)
 
     p = sub.add_parser("video", help="export an episode to MP4")
     p.add_argument("path")

@@ -111,7 +111,7 @@ def test_errors_are_one_line_and_lose_nothing(tmp_path):
     shutil.copytree(store, corrupt)
     for chunk in (corrupt / "episodes" / "end" / "c").iterdir():
         chunk.unlink()
-    assert_clean_error(run("info", str(corrupt), check=False), "corrupt", "episode ends")
+    assert_clean_error(run("info", str(corrupt), check=False), "corrupt", "episodes/end", "is missing")
 
 
 def test_python_dash_m_is_the_cli():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +36,28 @@ def synthetic_episode(i: int) -> Episode:
     )
 
 
-def main(path: str) -> None:
+def die_while_writing(fragment: str, after: int) -> None:
+    """SIGKILL this process halfway through writing the ``after``-th file whose path contains ``fragment``:
+    zarr writes each file to a temporary name and renames it; we cut the temporary file in half and die
+    before the rename, as a kill in the middle of the write leaves it."""
+    replace = Path.replace
+    seen = [0]
+
+    def replace_then_maybe_die(self: Path, target):
+        if fragment in str(target) and self.name.endswith(".partial"):
+            seen[0] += 1
+            if seen[0] == after:
+                data = self.read_bytes()
+                self.write_bytes(data[: len(data) // 2])
+                os.kill(os.getpid(), signal.SIGKILL)
+        return replace(self, target)
+
+    Path.replace = replace_then_maybe_die
+
+
+def main(path: str, die_in: str | None = None, after: int = 1) -> None:
+    if die_in is not None:
+        die_while_writing(die_in, after)
     store = EpisodeStore.open(path, mode="a")
     print("ready", flush=True)
     while True:
@@ -41,4 +65,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *(sys.argv[2:3]), *(int(a) for a in sys.argv[3:4]))
