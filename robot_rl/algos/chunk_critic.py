@@ -10,11 +10,12 @@ the frozen policy's encoder, computed once per step, so an update never runs a C
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from robot_rl.nn import QEnsemble
 
 
 @dataclass
@@ -62,43 +63,6 @@ def chunk_targets(rewards: torch.Tensor, executed: torch.Tensor, terminated: tor
     return ret + alive * gamma**k * next_value
 
 
-class EnsembleLinear(nn.Module):
-    """E independent linear layers applied in one batched matmul: (E, B, in) -> (E, B, out)."""
-
-    def __init__(self, ensemble: int, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(ensemble, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.zeros(ensemble, 1, out_dim))
-        bound = 1.0 / math.sqrt(in_dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class QEnsemble(nn.Module):
-    """E Q-networks on (features, action): Linear -> LayerNorm -> ReLU blocks, then a scalar head."""
-
-    def __init__(self, feature_dim: int, action_dim: int, cfg: ChunkCriticConfig) -> None:
-        super().__init__()
-        self.feature_dim, self.action_dim, self.ensemble = feature_dim, action_dim, cfg.ensemble
-        dims = [feature_dim + action_dim] + [cfg.hidden_dim] * cfg.layers
-        self.linears = nn.ModuleList(EnsembleLinear(cfg.ensemble, a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(nn.LayerNorm(cfg.hidden_dim) for _ in range(cfg.layers))
-        self.head = EnsembleLinear(cfg.ensemble, cfg.hidden_dim, 1)
-
-    def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Q-values (E, B) of ``action`` (B, action_dim) in the states ``features`` (B, feature_dim)."""
-        if features.shape[-1] != self.feature_dim or action.shape[-1] != self.action_dim:
-            raise ValueError(f"Q-ensemble takes features (B, {self.feature_dim}) and actions (B, {self.action_dim}), "
-                             f"got {tuple(features.shape)} and {tuple(action.shape)}")
-        x = torch.cat([features, action], dim=-1).unsqueeze(0).expand(self.ensemble, -1, -1)
-        for linear, norm in zip(self.linears, self.norms):
-            x = torch.relu(norm(linear(x)))
-        return self.head(x).squeeze(-1)
-
-
 def pessimistic(q: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """The min over ``k`` randomly chosen members of an ensemble's values (E, B) -> (B,)."""
     if k >= q.shape[0]:
@@ -114,7 +78,7 @@ class ChunkCritic(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.q = QEnsemble(feature_dim, action_dim, cfg)
+        self.q = QEnsemble(feature_dim, action_dim, cfg.ensemble, cfg.hidden_dim, cfg.layers)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.q.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 

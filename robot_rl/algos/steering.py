@@ -21,19 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robot_rl.algos.chunk_critic import ChunkCriticConfig, QEnsemble
+from robot_rl.algos.chunk_critic import ChunkCriticConfig
+from robot_rl.nn import BoundedResidual, QEnsemble, TanhGaussianHead
 
 Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    d = in_dim
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.ReLU()]
-        d = hidden
-    mods.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*mods)
 
 
 def best_of_n(q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], features: torch.Tensor,
@@ -65,33 +56,23 @@ class SteeringConfig:
 
 
 class NoiseActor(nn.Module):
-    """pi_W(w | s): a tanh-bounded Gaussian over the full initial noise of a chunk, and the noise critic."""
+    """Trains pi_W(w | s) (a ``TanhGaussianHead`` over the full initial noise of a chunk) with SAC on a noise
+    critic Q_W distilled from the chunk critic."""
 
-    def __init__(self, feature_dim: int, noise_dim: int, cfg: SteeringConfig, critic_cfg: ChunkCriticConfig) -> None:
+    def __init__(self, head: TanhGaussianHead, feature_dim: int, cfg: SteeringConfig,
+                 critic_cfg: ChunkCriticConfig) -> None:
         super().__init__()
-        self.cfg, self.noise_dim = cfg, noise_dim
-        self.net = mlp(feature_dim, cfg.hidden_dim, 2 * noise_dim, cfg.layers)
-        self.noise_critic = QEnsemble(feature_dim, noise_dim, ChunkCriticConfig(
-            ensemble=cfg.noise_critic_ensemble, min_over=cfg.noise_critic_ensemble, hidden_dim=critic_cfg.hidden_dim,
-            layers=critic_cfg.layers))
+        self.cfg, self.head, self.noise_dim = cfg, head, head.dim
+        self.noise_critic = QEnsemble(feature_dim, head.dim, cfg.noise_critic_ensemble, critic_cfg.hidden_dim,
+                                      critic_cfg.layers)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
-        self.actor_opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.actor_opt = torch.optim.Adam(self.head.parameters(), lr=cfg.lr)
         self.critic_opt = torch.optim.Adam(self.noise_critic.parameters(), lr=cfg.lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
 
     def forward(self, features: torch.Tensor, deterministic: bool = False,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Noise w (B, noise_dim) and its log-density (B,) (zeros when deterministic)."""
-        mean, log_std = self.net(features).chunk(2, dim=-1)
-        bound = self.cfg.noise_bound
-        if deterministic:
-            return bound * torch.tanh(mean), torch.zeros(features.shape[0], device=features.device)
-        std = log_std.clamp(-5.0, 1.0).exp()
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        u = mean + std * eps
-        log_prob = (-0.5 * eps**2 - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prob = log_prob - (math.log(bound) + torch.log1p(-torch.tanh(u) ** 2 + 1e-6)).sum(-1)
-        return bound * torch.tanh(u), log_prob
+        return self.head(features, deterministic, generator)
 
     def distill(self, features: torch.Tensor, noise: torch.Tensor, q_of_decoded: torch.Tensor) -> dict[str, float]:
         """Fit Q_W(s, w) to the chunk critic's value of decode(s, w)."""
@@ -121,19 +102,15 @@ class NoiseActor(nn.Module):
 
 
 class ResidualActor(nn.Module):
-    """a = clip(a_base + scale * tanh(f(s, a_base))), with f's last layer zero-initialised."""
+    """Trains a ``BoundedResidual`` edit of the executed chunk to climb the chunk critic (TD3-style)."""
 
-    def __init__(self, feature_dim: int, action_dim: int, cfg: SteeringConfig) -> None:
+    def __init__(self, head: BoundedResidual, cfg: SteeringConfig) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.net = mlp(feature_dim + action_dim, cfg.hidden_dim, action_dim, cfg.layers)
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.cfg, self.head = cfg, head
+        self.optimizer = torch.optim.Adam(self.head.parameters(), lr=cfg.lr)
 
     def forward(self, features: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        edit = self.cfg.residual_scale * torch.tanh(self.net(torch.cat([features, base], dim=-1)))
-        return (base + edit).clamp(-1.0, 1.0)
+        return self.head(features, base)
 
     def improve(self, q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], features: torch.Tensor,
                 base: torch.Tensor) -> dict[str, float]:

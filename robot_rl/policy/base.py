@@ -68,6 +68,8 @@ class Policy(nn.Module):
 
     name: ClassVar[str]
     config_cls: ClassVar[type[PolicyConfig]]
+    cloned: ClassVar[bool] = True
+    """Built from a config and trained by behaviour cloning (a steered policy wraps one instead)."""
 
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
@@ -93,6 +95,11 @@ class Policy(nn.Module):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Normalised flattened action chunks (B, H*A)."""
         raise NotImplementedError
+
+    def decode_noise(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The deterministic map from an initial noise (B, H*A) to normalised flat chunks (B, H*A): what a
+        noise-space actor steers (DSRL)."""
+        raise ConfigError(f"policy {self.name!r} cannot be steered in noise space: it has no noise -> chunk map")
 
     # -------------------------------------------------------------------------------- shared
     @property

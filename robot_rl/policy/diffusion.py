@@ -120,6 +120,10 @@ class DiffusionPolicy(Policy):
             out.append(gaussian_log_prob(xs[:, i + 1], mean, std.expand_as(mean)))
         return torch.stack(out, dim=1)
 
+    def decode_noise(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """DDIM with eta = 0 from the given x_T: deterministic, whatever sampler the policy acts with."""
+        return self.denoise_chain(cond, sampler="ddim", eta=0.0, x_init=noise).actions.clamp(-1, 1)
+
     def sample(self, cond: torch.Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         return self.denoise_chain(cond, steps=steps, generator=generator).actions.clamp(-1, 1)

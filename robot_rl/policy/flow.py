@@ -93,6 +93,9 @@ class FlowPolicy(Policy):
                generator: torch.Generator | None = None) -> torch.Tensor:
         return self.sample_chain(cond, steps=steps, generator=generator).actions
 
+    def decode_noise(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.sample_chain(cond, x0=noise).actions
+
     def _steps(self, steps: int | None) -> int:
         steps = steps or self.config.num_inference_steps
         if steps < 1:

@@ -54,6 +54,10 @@ def load_policy(directory: str | Path) -> Policy:
         raise ConfigError(f"{meta_path} is not valid JSON: {exc}") from None
     cls = policy_class(meta.get("type", "?"))
     config = draccus.decode(cls.config_cls, meta["config"])
+    if getattr(cls, "loads_own_weights", False):  # a composite (a frozen base policy in a subfolder + heads)
+        policy = cls.from_saved(config, directory)
+        policy.eval()
+        return policy
     policy = cls.from_saved(config, directory) if hasattr(cls, "from_saved") else cls(config)
     missing, unexpected = load_model(policy, str(directory / WEIGHTS_FILE), strict=False)
     if missing or unexpected:

@@ -161,6 +161,9 @@ class Pretrainer:
         features = draccus.decode(PolicyFeatures, saved["features"]) if saved else None
         self.data = DemoData(data, features, cfg.memory_limit_gb)
         cls = policy_class(policy_name)
+        if not cls.cloned:
+            raise ConfigError(f"policy {policy_name!r} is not trained by behaviour cloning: it steers a cloned "
+                              "policy and comes out of `robot-rl rl` (algo=chunk)")
         fields = {**(saved["policy_config"] if saved else {}), **cfg.policy}
         fields["features"] = draccus.encode(self.data.features)
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robot_rl.algos.chunk_critic import ChunkCritic, ChunkCriticConfig, QEnsemble, chunk_targets, pessimistic
+from robot_rl.algos.chunk_critic import ChunkCritic, ChunkCriticConfig, chunk_targets, pessimistic
 from robot_rl.algos.steering import NoiseActor, ResidualActor, SteeringConfig, best_of_n
+from robot_rl.nn import BoundedResidual, QEnsemble, TanhGaussianHead
 
 
 def test_chunk_target_matches_a_hand_computed_episode():
@@ -56,7 +57,7 @@ def test_critic_fits_fixed_targets_and_members_differ():
 
 def test_best_of_n_returns_the_critics_argmax():
     torch.manual_seed(1)
-    q = QEnsemble(3, 2, ChunkCriticConfig(ensemble=3, hidden_dim=32))
+    q = QEnsemble(3, 2, ensemble=3, hidden_dim=32)
     feats, cands = torch.randn(5, 3), torch.randn(5, 7, 2)
     with torch.no_grad():
         idx, value = best_of_n(lambda f, a: q(f, a).mean(0), feats, cands)
@@ -69,7 +70,7 @@ def test_best_of_n_returns_the_critics_argmax():
 def test_residual_starts_as_the_identity_and_stays_bounded():
     torch.manual_seed(2)
     cfg = SteeringConfig(hidden_dim=32, residual_scale=0.05, lr=1e-2)
-    res = ResidualActor(4, 3, cfg)
+    res = ResidualActor(BoundedResidual(4, 3, hidden_dim=32, scale=cfg.residual_scale), cfg)
     feats, base = torch.randn(16, 4), torch.rand(16, 3) * 1.6 - 0.8
     torch.testing.assert_close(res(feats, base), base)
     # a critic that wants the first action dim as large as possible: the edit grows, up to its bound
@@ -83,7 +84,7 @@ def test_noise_actor_moves_toward_higher_q_noise_on_a_fixed_critic():
     torch.manual_seed(3)
     cfg = SteeringConfig(hidden_dim=64, lr=3e-3, noise_bound=2.0)
     noise_dim = 8
-    actor = NoiseActor(5, noise_dim, cfg, ChunkCriticConfig(hidden_dim=64))
+    actor = NoiseActor(TanhGaussianHead(5, noise_dim, 64, bound=2.0), 5, cfg, ChunkCriticConfig(hidden_dim=64))
     feats = torch.randn(256, 5)
     good = torch.linspace(-1.5, 1.5, noise_dim)  # the noise the critic likes best, everywhere
 

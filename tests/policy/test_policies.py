@@ -20,6 +20,7 @@ from robot_rl.runtime.pretrain import DemoData
 from tests.conftest import SMALL_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
+CLONED = [n for n in policy_names() if policy_class(n).cloned]  # steered policies: tests/policy/test_steered.py
 TINY = {"hidden_dim": 64, "n_blocks": 1, "image_feature_dim": 16, "horizon": 4, "n_action_steps": 2}
 
 
@@ -41,7 +42,7 @@ def _batch(data: DemoData, policy, n: int = 16, seed: int = 0):
     return data.sample(n, policy.config.horizon, policy.config.n_obs_steps, np.random.default_rng(seed))
 
 
-@pytest.mark.parametrize("name", policy_names())
+@pytest.mark.parametrize("name", CLONED)
 def test_trains_and_loss_falls(name, demo_data):
     torch.manual_seed(0)
     policy = tiny_policy(name)
@@ -60,7 +61,7 @@ def test_trains_and_loss_falls(name, demo_data):
     assert actions.shape == (3, 4, 7) and np.all(np.isfinite(actions))
 
 
-@pytest.mark.parametrize("name", policy_names())
+@pytest.mark.parametrize("name", CLONED)
 def test_saved_policy_acts_the_same_in_a_fresh_process(name, demo_data, tmp_path):
     policy = tiny_policy(name)
     policy.fit_normalizers(demo_data.all_steps("obs/state"), demo_data.all_steps("action"))

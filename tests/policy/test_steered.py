@@ -1,0 +1,81 @@
+"""A steered policy (a frozen base + small heads) acts, saves and reloads like any policy, in every mode and
+over each base that can be steered."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.core.errors import ConfigError
+from robot_rl.policy import SteeredPolicy, load_policy, make_policy
+from tests.policy.test_policies import ROOT, _batch, demo_data, tiny_policy  # noqa: F401 (a fixture)
+
+
+def _base(name: str, data):
+    torch.manual_seed(0)
+    base = tiny_policy(name)
+    base.fit_normalizers(data.all_steps("obs/state"), data.all_steps("action"))
+    return base.eval()
+
+
+@pytest.mark.parametrize(("base_name", "mode", "best_of"), [
+    ("flow", "noise", 1), ("flow", "residual", 4), ("flow", "base", 4), ("diffusion", "noise", 3),
+    ("shortcut", "residual", 1),
+])
+def test_steered_policy_acts_and_reloads_in_a_fresh_process(base_name, mode, best_of, demo_data, tmp_path):  # noqa: F811
+    base = _base(base_name, demo_data)
+    policy = SteeredPolicy.wrap(base, mode=mode, best_of=best_of, head_hidden_dim=32, q_hidden_dim=32, q_ensemble=3)
+    batch = _batch(demo_data, policy, 3)
+    actions = policy.act(batch, generator=torch.Generator().manual_seed(3))
+    assert actions.shape == (3, 4, 7) and np.all(np.isfinite(actions))
+    again = policy.act(batch, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(actions, again)  # evaluation is deterministic for a given seed
+    policy.save(tmp_path / "steered")
+    assert (tmp_path / "steered" / "base" / "config.json").is_file()
+    np.savez(tmp_path / "batch.npz", **{k.replace("/", "|"): v for k, v in batch.items() if k != "instruction"})
+    (tmp_path / "instr.txt").write_text("\n".join(batch["instruction"]))
+    script = (
+        "import numpy as np, torch, sys; from robot_rl.policy import load_policy; d=sys.argv[1]; "
+        "z=np.load(d+'/batch.npz'); b={k.replace('|','/'): z[k] for k in z.files}; "
+        "b['instruction']=open(d+'/instr.txt').read().split('\\n'); p=load_policy(d+'/steered'); "
+        "np.save(d+'/out.npy', p.act(b, generator=torch.Generator().manual_seed(3)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), actions, rtol=1e-5, atol=1e-6)
+    assert load_policy(tmp_path / "steered").config == policy.config
+
+
+def test_residual_steering_starts_as_the_base_policy(demo_data):  # noqa: F811
+    base = _base("flow", demo_data)
+    policy = SteeredPolicy.wrap(base, mode="residual", head_hidden_dim=32)
+    batch = _batch(demo_data, policy, 4)
+    cond = policy.encode(batch)
+    noise = torch.randn(4, base.chunk_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = base.decode_noise(cond, noise)
+        _, got = policy.propose(cond, 1, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got[:, 0], expected)
+
+
+def test_noise_steering_feeds_the_heads_noise_to_the_frozen_base(demo_data):  # noqa: F811
+    base = _base("flow", demo_data)
+    policy = SteeredPolicy.wrap(base, mode="noise", head_hidden_dim=32)
+    cond = policy.encode(_batch(demo_data, policy, 5))
+    with torch.no_grad():
+        noise, chunks = policy.propose(cond, 2, generator=torch.Generator().manual_seed(0))
+        assert noise.shape == (5, 2, base.chunk_dim) and noise.abs().max() <= policy.config.noise_bound
+        torch.testing.assert_close(chunks.reshape(10, -1),
+                                   base.decode_noise(cond.repeat_interleave(2, 0), noise.reshape(10, -1)))
+    assert not any(p.requires_grad for p in policy.base.parameters())
+
+
+def test_a_steered_policy_needs_a_base():
+    with pytest.raises(ConfigError, match="base policy"):
+        make_policy("steered", feature_dim=8)
