@@ -22,8 +22,8 @@ from robot_rl.nn import QEnsemble
 class ChunkCriticConfig:
     """The chunk critic's size and update rule."""
 
-    ensemble: int = 10
-    """Q-networks in the ensemble."""
+    ensemble: int = 5
+    """Q-networks in the ensemble (RLPD uses 10; 5 keeps CPU updates cheap)."""
     min_over: int = 2
     """The target is the min over this many randomly chosen target networks (RLPD: 2 of 10)."""
     hidden_dim: int = 256
@@ -74,11 +74,17 @@ def pessimistic(q: torch.Tensor, k: int, generator: torch.Generator | None = Non
 class ChunkCritic(nn.Module):
     """The Q-ensemble over (features, executed chunk) with its target copy and optimiser."""
 
-    def __init__(self, feature_dim: int, action_dim: int, cfg: ChunkCriticConfig) -> None:
+    def __init__(self, feature_dim: int, action_dim: int, cfg: ChunkCriticConfig, q: QEnsemble | None = None) -> None:
+        """``q``: an existing ensemble to train (a steered policy's own, so that it ranks candidates when
+        the policy acts); by default a new one of ``cfg``'s size."""
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.q = QEnsemble(feature_dim, action_dim, cfg.ensemble, cfg.hidden_dim, cfg.layers)
+        self.q = q if q is not None else QEnsemble(feature_dim, action_dim, cfg.ensemble, cfg.hidden_dim, cfg.layers)
+        if (self.q.feature_dim, self.q.action_dim) != (feature_dim, action_dim) or self.q.ensemble < cfg.min_over:
+            raise ValueError(f"the Q-ensemble reads ({self.q.feature_dim}, {self.q.action_dim}) with "
+                             f"{self.q.ensemble} members; the critic needs ({feature_dim}, {action_dim}) and "
+                             f">= {cfg.min_over}")
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.q.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 

@@ -46,7 +46,8 @@ class SteeredConfig(PolicyConfig):
     """mode=residual: the largest edit per action dim, in the normalised range [-1, 1]."""
     head_hidden_dim: int = 256
     head_layers: int = 2
-    q_ensemble: int = 10
+    q_ensemble: int = 5
+    """Members of the Q-ensemble over (features, executed chunk) (0: none)."""
     q_hidden_dim: int = 256
     q_layers: int = 2
 
@@ -56,6 +57,8 @@ class SteeredConfig(PolicyConfig):
             raise ValueError(f"steering mode must be one of {MODES}, got {self.mode!r}")
         if self.best_of < 1:
             raise ValueError(f"best_of must be >= 1, got {self.best_of}")
+        if self.best_of > 1 and self.q_ensemble < 1:
+            raise ValueError(f"best_of={self.best_of} ranks candidates with the Q-ensemble: q_ensemble must be >= 1")
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim must be the base policy's condition width, got {self.feature_dim}")
 
@@ -84,7 +87,7 @@ class SteeredPolicy(Policy):
         if config.mode == "residual":
             heads["residual"] = BoundedResidual(config.feature_dim, self.exec_dim, config.head_hidden_dim,
                                                 config.head_layers, config.residual_scale)
-        if config.best_of > 1:
+        if config.q_ensemble > 0:  # trained by the off-policy learner; ranks candidates when best_of > 1
             heads["q"] = QEnsemble(config.feature_dim, self.exec_dim, config.q_ensemble, config.q_hidden_dim,
                                    config.q_layers)
         self.heads = nn.ModuleDict(heads)

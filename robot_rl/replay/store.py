@@ -39,7 +39,7 @@ from zarr.core.array import AsyncArray
 from zarr.storage import LocalStore, StorePath
 
 from robot_rl.core.errors import ConfigError, StoreCorruptError, StoreError
-from robot_rl.core.schema import Episode, EpisodeMeta
+from robot_rl.core.schema import STEP_FIELDS, Episode, EpisodeMeta
 from robot_rl.replay.layout import (
     ATTR,
     EPISODE_CHUNK,
@@ -509,6 +509,13 @@ class EpisodeStore:
         self._check_episode_index(index)
         start, end = int(self.episode_starts[index]), int(self.episode_ends[index])
         return {k: self._read(f"steps/{k}", slice(start, end)) for k in self._keys(keys)}
+
+    def episode(self, index: int) -> Episode:
+        """Episode ``index`` whole: its steps, final observation and metadata (extras are left out)."""
+        rows = self.read_episode(index)
+        obs = {k[4:]: v for k, v in rows.items() if k.startswith("obs/")}
+        return Episode(obs=obs, final_obs=self.final_obs(index), meta=self.episode_meta(index),
+                       **{k: rows[k] for k in STEP_FIELDS})
 
     def read_field(self, key: str) -> np.ndarray:
         """One step field over every committed step (for loading a small store into memory)."""

@@ -123,6 +123,7 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path) 
 def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
     from robot_rl.envs import get_task
     from robot_rl.runtime.critic_train import train_critic
+    from robot_rl.runtime.offpolicy import ChunkRLTrainer
     from robot_rl.runtime.pretrain import Pretrainer
     from robot_rl.runtime.rl import RLTrainer
 
@@ -176,8 +177,9 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
 
     _stage(f"5/6 RL fine-tuning: {cfg.rl.algo}, reward {cfg.rl.reward.kind}, {cfg.rl.iterations} iterations")
     rl_run = out / "rl"
-    rl = RLTrainer(bc / "policy", rl_env, rl_run, cfg.rl, critic_dir=critic_dir, demos=[str(demos)],
-                   resume=rl_run.exists(), progress=progress)
+    trainer_cls = ChunkRLTrainer if cfg.rl.algo == "chunk" else RLTrainer
+    rl = trainer_cls(bc / "policy", rl_env, rl_run, cfg.rl, critic_dir=critic_dir, demos=[str(demos)],
+                     resume=rl_run.exists(), progress=progress)
     if rl.iteration >= cfg.rl.iterations:
         print(f"reusing {rl_run} (iteration {rl.iteration})")
     else:

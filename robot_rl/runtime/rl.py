@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from robot_rl.algos.dppo import DPPOActor, DPPOConfig
+from robot_rl.algos.offpolicy import ChunkLearnerConfig
 from robot_rl.algos.ppo import (
     PPOConfig,
     ReturnNormalizer,
@@ -48,7 +49,7 @@ from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows, wilson_inte
 from robot_rl.runtime.vec_env import ChunkVectorEnv
 
 TRAIN_SEED = 2_000_000  # training episodes: apart from demos (0...) and evaluation (1,000,000...)
-ALGOS = ("reinflow", "dppo")
+ALGOS = ("chunk", "reinflow", "dppo")
 
 
 @dataclass
@@ -56,9 +57,11 @@ class RLConfig:
     """Online fine-tuning settings."""
 
     algo: str = "reinflow"
-    """``reinflow`` (flow, shortcut and VLA policies) or ``dppo`` (diffusion policies)."""
+    """``chunk`` (off-policy: a chunk critic steering the frozen policy; any policy), ``reinflow`` (PPO
+    through the denoising chain of flow, shortcut and VLA policies) or ``dppo`` (diffusion policies)."""
     iterations: int = 40
-    """PPO iterations in total (a resumed run continues to this number)."""
+    """Iterations in total (PPO: one rollout and update each; chunk: one round of decisions and the updates
+    they pay for); a resumed run continues to this number."""
     num_envs: int = 8
     """Parallel envs."""
     workers: int = 2
@@ -67,6 +70,7 @@ class RLConfig:
     """Decisions (action chunks) per env per iteration."""
     max_minutes: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
+    chunk: ChunkLearnerConfig = field(default_factory=ChunkLearnerConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reinflow: ReinFlowConfig = field(default_factory=ReinFlowConfig)
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
@@ -93,9 +97,12 @@ class RLConfig:
             raise ConfigError("iterations, num_envs and steps_per_iteration must be >= 1, got "
                               f"{self.iterations}, {self.num_envs}, {self.steps_per_iteration}")
         try:
-            self.ppo.validate()
             self.reward.validate()
-            (self.reinflow if self.algo == "reinflow" else self.dppo).validate()
+            if self.algo == "chunk":
+                self.chunk.validate()
+            else:
+                self.ppo.validate()
+                (self.reinflow if self.algo == "reinflow" else self.dppo).validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -125,6 +132,8 @@ class RLTrainer:
                  critic_dir: str | Path | None = None, demos: list[str] | None = None,
                  resume: bool = False, progress: bool = True) -> None:
         cfg.validate()
+        if cfg.algo == "chunk":
+            raise ConfigError("algo=chunk is the off-policy learner: robot_rl.runtime.offpolicy.ChunkRLTrainer")
         self.cfg, self.run, self.progress = cfg, Path(out), progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -32,6 +32,9 @@ class ChunkResult:
     final_obs: dict[str, Any] | None = None
     """The last observation of the episode that ended, else None."""
     info: dict[str, Any] = field(default_factory=dict)
+    trace: dict[str, list] | None = None
+    """With ``record``: per executed step, the observation after it (``obs``), ``reward``, ``success``,
+    ``terminated`` and ``truncated``; what an episode store needs to keep the episode."""
 
     @property
     def ended(self) -> bool:
@@ -54,17 +57,24 @@ class _EnvSlot:
             self.episode += 1
         return self.env.reset(seed=int(seed))
 
-    def run_chunk(self, chunk: np.ndarray, auto_reset: bool) -> ChunkResult:
+    def run_chunk(self, chunk: np.ndarray, auto_reset: bool, record: bool = False) -> ChunkResult:
         success = terminated = truncated = False
         steps = 0
         obs, info = None, {}
+        trace: dict[str, list] | None = (
+            {"obs": [], "reward": [], "success": [], "terminated": [], "truncated": []} if record else None)
         for action in chunk:
-            obs, _, terminated, truncated, info = self.env.step(action)
+            obs, reward, terminated, truncated, info = self.env.step(action)
             steps += 1
             success = success or bool(info.get("success", False))
+            if trace is not None:
+                step = {"obs": obs, "reward": float(reward), "success": bool(info.get("success", False)),
+                        "terminated": bool(terminated), "truncated": bool(truncated)}
+                for key, value in step.items():
+                    trace[key].append(value)
             if terminated or truncated:
                 break
-        result = ChunkResult(obs, steps, success, bool(terminated), bool(truncated), info=info)
+        result = ChunkResult(obs, steps, success, bool(terminated), bool(truncated), info=info, trace=trace)
         if result.ended and auto_reset:
             result.final_obs = obs
             result.obs, _ = self.reset()
@@ -181,15 +191,17 @@ class ChunkVectorEnv:
         return self._call("reset", {i: seed})[i]
 
     def step_chunks(self, chunks: np.ndarray | list, active: list[bool] | None = None,
-                    auto_reset: bool = True) -> list[ChunkResult | None]:
-        """Run chunk i (K, A) in env i; inactive envs are left alone and give None."""
+                    auto_reset: bool = True, record: bool = False) -> list[ChunkResult | None]:
+        """Run chunk i (K, A) in env i; inactive envs are left alone and give None. With ``record`` every
+        result carries the per-step trace of its chunk."""
         if len(chunks) != self.num_envs:
             raise ConfigError(f"step_chunks needs {self.num_envs} chunks, got {len(chunks)}")
         active = active or [True] * self.num_envs
         for c in chunks:
             if c is not None and not np.all(np.isfinite(c)):
                 raise ConfigError("an action chunk contains NaN or inf")
-        out = self._call("step", {i: (np.asarray(c), auto_reset) for i, (c, a) in enumerate(zip(chunks, active)) if a})
+        out = self._call("step", {i: (np.asarray(c), auto_reset, record)
+                                  for i, (c, a) in enumerate(zip(chunks, active)) if a})
         return [out.get(i) for i in range(self.num_envs)]
 
     def episode_counters(self) -> list[int]:

@@ -1,0 +1,122 @@
+"""The off-policy chunk learner: a chunk critic and one way of improving on a frozen policy, as update steps
+on replay batches (see ``runtime/chunk_replay.py`` for the batch). It never touches an env.
+
+Modes (``SteeredPolicy.config.mode``):
+
+- ``base``: best-of-N over the frozen policy's own samples; the critic backs up the best of the next
+  state's cached candidates (EMaQ: a max over N behaviour samples, with a pessimistic target);
+- ``noise``: DSRL with noise aliasing; the target bootstraps from the noise critic at the actor's next noise;
+- ``residual``: a bounded edit on the executed chunk; the target evaluates the edited next candidate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from robot_rl.algos.chunk_critic import ChunkCritic, ChunkCriticConfig, chunk_targets, pessimistic
+from robot_rl.algos.steering import NoiseActor, ResidualActor, SteeringConfig
+from robot_rl.policy.steered import SteeredPolicy
+
+
+@dataclass
+class ChunkLearnerConfig:
+    """The off-policy learner over action chunks (``rl.algo=chunk``)."""
+
+    mode: str = "base"
+    """``base`` (best-of-N of the frozen policy), ``noise`` (noise-space actor) or ``residual``."""
+    candidates: int = 8
+    """Chunks sampled per training decision and ranked by the critic (best-of-N)."""
+    target_candidates: int = 4
+    """Base-policy chunks cached per replay step (derived data): the backup's max over the next state's
+    (mode=base), the base chunk a residual edits."""
+    eval_best_of: int = 8
+    """Candidates ranked when the saved policy acts (1: the actor alone)."""
+    explore: float = 0.1
+    """Probability that a training decision executes a random candidate instead of the best."""
+    critic: ChunkCriticConfig = field(default_factory=ChunkCriticConfig)
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
+    batch_size: int = 256
+    demo_fraction: float = 0.5
+    """Share of every batch drawn from the demos (the rest from the run's own episodes)."""
+    utd: float = 0.5
+    """Critic updates per env step."""
+    actor_every: int = 2
+    """Actor (noise / residual) updates once every this many critic updates."""
+    distill_batch: int = 64
+    """mode=noise: states per update on which the noise critic is distilled (each decodes a chunk)."""
+    warmup_updates: int = 500
+    """Critic updates on the demos before the first online decision."""
+
+    def validate(self) -> None:
+        if self.mode not in ("base", "noise", "residual"):
+            raise ValueError(f"chunk learner mode must be 'base', 'noise' or 'residual', got {self.mode!r}")
+        if min(self.candidates, self.eval_best_of, self.target_candidates) < 1:
+            raise ValueError(f"candidates, target_candidates and eval_best_of must be >= 1, got {self.candidates}, "
+                             f"{self.target_candidates}, {self.eval_best_of}")
+        if not 0.0 <= self.demo_fraction <= 1.0 or not 0.0 <= self.explore <= 1.0:
+            raise ValueError(f"demo_fraction and explore must be in [0, 1], got {self.demo_fraction}, {self.explore}")
+        if self.utd <= 0 or self.batch_size < 1 or self.actor_every < 1:
+            raise ValueError(f"utd, batch_size and actor_every must be positive, got {self.utd}, {self.batch_size}, "
+                             f"{self.actor_every}")
+        self.critic.validate()
+
+
+class ChunkLearner(nn.Module):
+    """Trains a ``SteeredPolicy``'s Q-ensemble and (for noise / residual) its head."""
+
+    def __init__(self, policy: SteeredPolicy, cfg: ChunkLearnerConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        if policy.config.mode != cfg.mode:
+            raise ValueError(f"the policy steers by {policy.config.mode!r}, the learner by {cfg.mode!r}")
+        self.cfg, self.policy = cfg, policy
+        f = policy.config.feature_dim
+        self.critic = ChunkCritic(f, policy.exec_dim, cfg.critic, q=policy.heads["q"])
+        self.noise = NoiseActor(policy.heads["noise"], f, cfg.steering, cfg.critic) if cfg.mode == "noise" else None
+        self.residual = ResidualActor(policy.heads["residual"], cfg.steering) if cfg.mode == "residual" else None
+        self.updates = 0
+
+    def q_mean(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.critic.value(features, action)
+
+    @torch.no_grad()
+    def next_value(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        nf, nc = batch["next_features"], batch["next_candidates"]
+        b, n, d = nc.shape
+        if self.cfg.mode == "noise":
+            w, _ = self.noise(nf, generator=generator)
+            return pessimistic(self.noise.noise_critic(nf, w), self.noise.noise_critic.ensemble)
+        if self.cfg.mode == "residual":
+            return self.critic.target_value(nf, self.residual(nf, nc[:, 0]), generator)
+        q = self.critic.target(nf.repeat_interleave(n, dim=0), nc.reshape(b * n, d))  # (E, B*N)
+        pick = torch.randperm(q.shape[0], generator=generator)[: self.cfg.critic.min_over]
+        return q[pick].min(dim=0).values.reshape(b, n).max(dim=1).values
+
+    def update(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+               critic_only: bool = False) -> dict[str, float]:
+        """One critic step (and, every ``actor_every``, one actor step) on a replay batch."""
+        targets = chunk_targets(batch["rewards"], batch["executed"], batch["terminated"],
+                                self.next_value(batch, generator), self.cfg.critic.gamma)
+        metrics = self.critic.update(batch["features"], batch["action"], targets)
+        self.updates += 1
+        if critic_only or self.updates % self.cfg.actor_every:
+            return metrics
+        feats = batch["features"]
+        if self.noise is not None:
+            k = min(self.cfg.distill_batch, feats.shape[0])
+            with torch.no_grad():
+                w_actor, _ = self.noise(feats[:k], generator=generator)
+                w_prior = torch.randn(w_actor.shape, generator=generator).clamp(-self.noise.cfg.noise_bound,
+                                                                                self.noise.cfg.noise_bound)
+                w = torch.cat([w_actor, w_prior])
+                f2 = torch.cat([feats[:k], feats[:k]])
+                chunks = self.policy.base.decode_noise(f2, w)[:, : self.policy.exec_dim]
+                q = self.q_mean(f2, chunks)
+            metrics.update(self.noise.distill(f2, w, q))
+            metrics.update(self.noise.improve(feats, generator))
+        elif self.residual is not None:
+            metrics.update(self.residual.improve(self.q_mean, feats, batch["candidates"][:, 0]))
+        return metrics

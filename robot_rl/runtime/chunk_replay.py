@@ -1,0 +1,213 @@
+"""The off-policy learner's replay: every step of every episode (demos and online) as frozen-policy features,
+its normalised action, its reward and the base policy's candidate chunks, in memory.
+
+All of it is derived from the episode stores (the source of truth) and the frozen base policy and progress
+critic: a resumed run rebuilds it from the stores. A sample at step t is the chunk decision "from the
+observation at t, execute actions t .. t+h-1" (any t: the dynamics do not care which decision chose them),
+with its per-step rewards, which of its steps ran, the features and candidates after it, and whether the
+episode terminated inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_rl.algos.rewards import RewardConfig
+from robot_rl.core.schema import Episode
+from robot_rl.critic.reward import CriticReward
+from robot_rl.policy import Policy
+
+
+class _Growable:
+    """A numpy array that grows along axis 0 by doubling."""
+
+    def __init__(self, shape: tuple[int, ...], dtype) -> None:
+        self.data = np.zeros((1024, *shape), dtype)
+        self.n = 0
+
+    def extend(self, rows: np.ndarray) -> None:
+        need = self.n + len(rows)
+        if need > len(self.data):
+            grown = np.zeros((max(need, 2 * len(self.data)), *self.data.shape[1:]), self.data.dtype)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        self.data[self.n : need] = rows
+        self.n = need
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.data[: self.n]
+
+
+@dataclass
+class Derived:
+    """What the replay keeps of one episode."""
+
+    features: np.ndarray  # (T, F)
+    actions: np.ndarray  # (T, A) normalised
+    rewards: np.ndarray  # (T,)
+    candidates: np.ndarray  # (T, N, h*A) normalised executed parts of base-policy chunks
+    final_features: np.ndarray  # (F,)
+    final_candidates: np.ndarray  # (N, h*A)
+    terminated: bool
+    success: bool
+
+
+def until_first_success(ep: Episode) -> Episode:
+    """A demo recorded past its first success (done frames for the critic) ends there, terminated, as an
+    online episode does."""
+    hits = np.flatnonzero(ep.success)
+    if not len(hits) or hits[0] == len(ep) - 1:
+        return ep
+    s = int(hits[0])
+    final = {k: v[s + 1] for k, v in ep.obs.items()}
+    term = np.zeros(s + 1, bool)
+    term[-1] = True
+    return Episode(obs={k: v[: s + 1] for k, v in ep.obs.items()}, action=ep.action[: s + 1],
+                   reward=ep.reward[: s + 1], terminated=term, truncated=np.zeros(s + 1, bool),
+                   success=ep.success[: s + 1], intervention=ep.intervention[: s + 1],
+                   policy_version=ep.policy_version[: s + 1], final_obs=final, meta=ep.meta)
+
+
+class ChunkFeaturizer:
+    """Episode -> ``Derived``, with the frozen policy (features, candidates) and critic (dense rewards)."""
+
+    def __init__(self, policy: Policy, reward: RewardConfig, scorer: CriticReward | None, candidates: int,
+                 instruction: str, batch_size: int = 256) -> None:
+        self.policy, self.reward, self.scorer = policy, reward, scorer
+        self.n, self.instruction, self.batch_size = candidates, instruction, batch_size
+        pc = policy.config
+        self.h, self.exec_dim = pc.n_action_steps, pc.n_action_steps * pc.features.action_dim
+
+    def windows(self, ep: Episode) -> dict[str, Any]:
+        """Policy batches for the T steps and the final observation (T + 1 windows of n_obs_steps)."""
+        n = self.policy.config.n_obs_steps
+        out: dict[str, Any] = {}
+        for key, frames in ep.obs.items():
+            seq = np.concatenate([frames, ep.final_obs[key][None]])
+            idx = np.arange(len(seq))[:, None] + np.arange(-n + 1, 1)[None]
+            out[f"obs/{key}"] = seq[np.clip(idx, 0, None)]
+        out["instruction"] = [self.instruction] * (len(ep) + 1)
+        return out
+
+    @torch.no_grad()
+    def features(self, batch: dict[str, Any]) -> torch.Tensor:
+        rows = len(batch["instruction"])
+        parts = []
+        for s in range(0, rows, self.batch_size):
+            sub = {k: (v[s : s + self.batch_size]) for k, v in batch.items()}
+            parts.append(self.policy.encode(sub))
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def candidates(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """N base-policy chunks per state from N(0, I) noise: the executed parts (B, N, h*A)."""
+        rep = cond.repeat_interleave(self.n, dim=0)
+        noise = torch.randn(rep.shape[0], self.policy.chunk_dim, generator=generator)
+        out = []
+        for s in range(0, rep.shape[0], self.batch_size * 4):
+            out.append(self.policy.decode_noise(rep[s : s + self.batch_size * 4], noise[s : s + self.batch_size * 4]))
+        return torch.cat(out)[:, : self.exec_dim].reshape(cond.shape[0], self.n, -1)
+
+    def step_rewards(self, ep: Episode) -> np.ndarray:
+        r = np.zeros(len(ep), np.float32)
+        if self.reward.kind in ("sparse", "mix"):
+            hits = np.flatnonzero(ep.success)
+            if len(hits):
+                r[hits[0]] += self.reward.success_reward
+        if self.reward.kind in ("critic", "mix"):
+            frames = {c: np.concatenate([ep.obs[f"images/{c}"], ep.final_obs[f"images/{c}"][None]])
+                      for c in self.scorer.critic.config.cameras}
+            progress, _ = self.scorer.score_frames(frames, self.instruction)
+            r += self.reward.critic_weight * np.diff(progress).astype(np.float32)
+        return r
+
+    def __call__(self, ep: Episode, seed: int) -> Derived:
+        self.policy.eval()
+        cond = self.features(self.windows(ep))
+        cands = self.candidates(cond, torch.Generator().manual_seed(seed))
+        actions = self.policy.action_norm(torch.as_tensor(ep.action, dtype=torch.float32)).numpy()
+        return Derived(features=cond[:-1].numpy(), actions=actions, rewards=self.step_rewards(ep),
+                       candidates=cands[:-1].numpy(), final_features=cond[-1].numpy(),
+                       final_candidates=cands[-1].numpy(), terminated=bool(ep.terminated[-1]),
+                       success=bool(ep.success.any()))
+
+
+class ChunkReplay:
+    """Steps of demo and online episodes; samples chunk decisions with a fixed demo fraction."""
+
+    def __init__(self, feature_dim: int, action_dim: int, horizon: int, candidates: int) -> None:
+        self.h, self.a = horizon, action_dim
+        self.features = _Growable((feature_dim,), np.float32)
+        self.actions = _Growable((action_dim,), np.float32)
+        self.rewards = _Growable((), np.float32)
+        self.cands = _Growable((candidates, horizon * action_dim), np.float32)
+        self.episode_of = _Growable((), np.int64)
+        self.source_demo = _Growable((), bool)
+        self.ep_end: list[int] = []
+        self.ep_final_features: list[np.ndarray] = []
+        self.ep_final_cands: list[np.ndarray] = []
+        self.ep_terminated: list[bool] = []
+        self.ep_success: list[bool] = []
+        self.ep_demo: list[bool] = []
+        self._index: dict[bool, np.ndarray] | None = None
+
+    def add(self, d: Derived, demo: bool) -> None:
+        t = len(d.actions)
+        ep = len(self.ep_end)
+        self.features.extend(d.features)
+        self.actions.extend(d.actions)
+        self.rewards.extend(d.rewards)
+        self.cands.extend(d.candidates)
+        self.episode_of.extend(np.full(t, ep, np.int64))
+        self.source_demo.extend(np.full(t, demo))
+        self.ep_end.append(self.actions.n)
+        self.ep_final_features.append(d.final_features)
+        self.ep_final_cands.append(d.final_candidates)
+        self.ep_terminated.append(d.terminated)
+        self.ep_success.append(d.success)
+        self.ep_demo.append(demo)
+        self._index = None
+
+    @property
+    def num_steps(self) -> dict[str, int]:
+        demo = int(self.source_demo.view.sum())
+        return {"demo": demo, "online": self.actions.n - demo}
+
+    def _rows(self, demo: bool) -> np.ndarray:
+        if self._index is None:
+            src = self.source_demo.view
+            self._index = {True: np.flatnonzero(src), False: np.flatnonzero(~src)}
+        return self._index[demo]
+
+    def sample(self, batch: int, demo_fraction: float, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        demo_rows, online_rows = self._rows(True), self._rows(False)
+        n_demo = batch if not len(online_rows) else (0 if not len(demo_rows) else int(round(batch * demo_fraction)))
+        t = np.concatenate([rng.choice(demo_rows, n_demo) if n_demo else np.zeros(0, np.int64),
+                            rng.choice(online_rows, batch - n_demo) if batch - n_demo else np.zeros(0, np.int64)])
+        ep = self.episode_of.view[t]
+        end = np.asarray(self.ep_end)[ep]
+        idx = t[:, None] + np.arange(self.h)[None]
+        executed = idx < end[:, None]
+        idx = np.minimum(idx, end[:, None] - 1)  # past the end: the last action again (never rewarded)
+        nxt = t + self.h
+        inside = nxt < end
+        next_features = np.where(inside[:, None], self.features.view[np.minimum(nxt, self.actions.n - 1)],
+                                 np.stack([self.ep_final_features[e] for e in ep]))
+        next_cands = np.where(inside[:, None, None], self.cands.view[np.minimum(nxt, self.actions.n - 1)],
+                              np.stack([self.ep_final_cands[e] for e in ep]))
+        terminated = ~inside & np.asarray(self.ep_terminated)[ep]
+        return {
+            "features": torch.from_numpy(self.features.view[t]),
+            "action": torch.from_numpy(self.actions.view[idx].reshape(batch, -1)),
+            "rewards": torch.from_numpy(self.rewards.view[idx] * executed),
+            "executed": torch.from_numpy(executed),
+            "terminated": torch.from_numpy(terminated),
+            "next_features": torch.from_numpy(next_features),
+            "next_candidates": torch.from_numpy(next_cands),
+            "candidates": torch.from_numpy(self.cands.view[t]),
+        }

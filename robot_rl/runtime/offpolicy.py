@@ -1,0 +1,402 @@
+"""Off-policy fine-tuning on action chunks (``rl.algo=chunk``): a frozen cloned policy, steered by small
+heads that a chunk critic trains, in a real robot's sample budget.
+
+Collection and learning meet only at the episode store and the replay: ``collect_round`` acts and commits
+finished episodes; ``learn`` runs updates on replay batches. An asynchronous actor/learner swaps the loop.
+
+Run folder::
+
+    RUN/rl.json          the RLConfig, the env config and where the policy, critic and demos came from
+    RUN/online.zarr      every finished online episode (source: policy, policy_version per step)
+    RUN/learner.pt       heads, target nets, optimisers, counters, RNG: the commit point of the learner
+    RUN/policy/          the steered policy (the frozen base in policy/base/); ``robot-rl eval`` loads it
+    RUN/metrics.csv      one row per round;  RUN/eval.csv: one row per evaluation;  RUN/tb/: TensorBoard
+
+Killed at any point, a run resumes from ``learner.pt`` and rebuilds its replay from the demo stores and
+``online.zarr``: every committed episode is kept, episodes in flight are lost.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import draccus
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robot_rl.algos.offpolicy import ChunkLearner
+from robot_rl.config import EnvConfig
+from robot_rl.core.errors import ConfigError
+from robot_rl.core.schema import Episode, EpisodeMeta
+from robot_rl.critic.model import ProgressCritic
+from robot_rl.critic.reward import CriticReward
+from robot_rl.envs import get_task
+from robot_rl.policy import SteeredPolicy, load_policy
+from robot_rl.replay.store import EpisodeStore
+from robot_rl.runtime.chunk_replay import ChunkFeaturizer, ChunkReplay, until_first_success
+from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows
+from robot_rl.runtime.rl import TRAIN_SEED, RLConfig, action_chunks, evaluate_chunked
+from robot_rl.runtime.vec_env import ChunkResult, ChunkVectorEnv
+
+DEMO_SEED, ONLINE_SEED = 7_000_000, 8_000_000  # candidate-noise seeds of derived data (rebuilt identically)
+
+
+def truncate_csv(path: Path, iteration: int) -> None:
+    """Drop the rows logged after the checkpoint (a crash between log and checkpoint)."""
+    import csv
+
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if int(r["iteration"]) <= iteration]
+    if len(keep) != len(rows):
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(keep)
+
+
+class EpisodeAssembler:
+    """The steps of one env's episode in flight, from chunk traces."""
+
+    def __init__(self, task: str, instruction: str) -> None:
+        self.task, self.instruction = task, instruction
+        self.obs: list[dict[str, Any]] = []
+        self.current: dict[str, Any] | None = None
+        self.steps: dict[str, list] = {}
+
+    def start(self, obs: dict[str, Any]) -> None:
+        self.current, self.obs = obs, []
+        self.steps = {k: [] for k in ("action", "reward", "terminated", "truncated", "success", "version")}
+
+    def add(self, actions: np.ndarray, result: ChunkResult, version: int) -> Episode | None:
+        """The executed part of a chunk; the finished episode when it ended."""
+        trace = result.trace
+        for i in range(result.steps):
+            self.obs.append(self.current)
+            self.current = trace["obs"][i]
+            for key in ("reward", "terminated", "truncated", "success"):
+                self.steps[key].append(trace[key][i])
+            self.steps["action"].append(actions[i])
+            self.steps["version"].append(version)
+        if not result.ended:
+            return None
+        s = self.steps
+        meta = EpisodeMeta(task=self.task, instruction=self.instruction, success=any(s["success"]), source="policy")
+        ep = Episode.from_steps(self.obs, s["action"], s["reward"], s["terminated"], s["truncated"], s["success"],
+                                self.current, meta, policy_versions=s["version"])
+        self.start(result.obs)
+        return ep
+
+
+class ChunkRLTrainer:
+    """Owns one off-policy run folder: builds or resumes the learner, acts, learns, evaluates."""
+
+    def __init__(self, policy_dir: str | Path, env_config: EnvConfig, out: str | Path, cfg: RLConfig,
+                 critic_dir: str | Path | None = None, demos: list[str] | None = None,
+                 resume: bool = False, progress: bool = True) -> None:
+        cfg.validate()
+        if cfg.algo != "chunk":
+            raise ConfigError(f"ChunkRLTrainer runs algo=chunk, not {cfg.algo!r}")
+        self.cfg, self.cc, self.run, self.progress = cfg, cfg.chunk, Path(out), progress
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.reward.needs_critic and critic_dir is None:
+            raise ConfigError(f"reward kind={cfg.reward.kind!r} needs a critic checkpoint")
+        if cfg.reward.done == "critic":
+            raise ConfigError("rl.algo=chunk ends episodes where the env does (reward.done=env)")
+        if self.run.exists() and any(self.run.iterdir()) and not resume:
+            raise ConfigError(f"{self.run} exists and is not empty: pass resume to continue it, or another folder")
+        self.run.mkdir(parents=True, exist_ok=True)
+        meta_file = self.run / "rl.json"
+        if meta_file.is_file() and json.loads(meta_file.read_text())["rl"]["algo"] != "chunk":
+            raise ConfigError(f"{self.run} was trained with another algorithm")
+        meta_file.write_text(json.dumps({"rl": draccus.encode(cfg), "env": asdict(env_config),
+                                         "policy": str(policy_dir), "critic": None if critic_dir is None
+                                         else str(critic_dir), "demos": demos or []}, indent=2))
+        (self.run / "env.json").write_text(json.dumps(asdict(env_config), indent=2))
+        self.env_config = env_config
+        task = get_task(env_config.task)
+        self.instruction, self.task_name = task.instruction, env_config.task
+
+        base = load_policy(policy_dir)
+        if isinstance(base, SteeredPolicy):
+            base = base.base  # a steered policy is fine-tuned again from its frozen base
+        cc, st = self.cc, self.cc.steering
+        self.policy = SteeredPolicy.wrap(
+            base, mode=cc.mode, best_of=cc.eval_best_of, q_ensemble=cc.critic.ensemble,
+            q_hidden_dim=cc.critic.hidden_dim, q_layers=cc.critic.layers, head_hidden_dim=st.hidden_dim,
+            head_layers=st.layers, noise_bound=st.noise_bound, residual_scale=st.residual_scale)
+        torch.manual_seed(cfg.seed)
+        self.learner = ChunkLearner(self.policy, cc)
+        scorer = None
+        if cfg.reward.needs_critic:
+            critic = ProgressCritic.load(critic_dir)
+            missing = [c for c in critic.config.cameras if c not in env_config.cameras]
+            if missing:
+                raise ConfigError(f"the critic reads cameras {missing} that the env does not render "
+                                  f"(env cameras: {env_config.cameras})")
+            scorer = CriticReward(critic, batch_size=cfg.critic_batch_size)
+        self.featurizer = ChunkFeaturizer(base, cfg.reward, scorer, cc.target_candidates, self.instruction)
+        pc = base.config
+        self.replay = ChunkReplay(self.policy.config.feature_dim, pc.features.action_dim, pc.n_action_steps,
+                                  cc.target_candidates)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.iteration, self.env_steps, self.episodes = 0, 0, 0
+        self.env_episodes: list[int] | None = None
+        self._load_demos(demos or [])
+        self.store_path = self.run / "online.zarr"
+        if not self.store_path.exists():
+            EpisodeStore.create(self.store_path).close()
+        state_file = self.run / "learner.pt"
+        saved_episodes = 0
+        if resume and state_file.is_file():
+            saved_episodes = self._load_state(state_file)
+            for name in ("metrics.csv", "eval.csv"):
+                truncate_csv(self.run / name, self.iteration)
+        self._load_online(saved_episodes)
+
+    # ------------------------------------------------------------------------------------ replay
+    def _load_demos(self, demos: list[str]) -> None:
+        paths = [p for p in demos]
+        total = 0
+        for path in paths:
+            with EpisodeStore.open(path) as store:
+                total += store.num_episodes
+        bar = tqdm(total=total, desc="demos -> features", unit="ep", disable=not self.progress)
+        k = 0
+        for path in paths:
+            with EpisodeStore.open(path) as store:
+                for i in range(store.num_episodes):
+                    ep = until_first_success(store.episode(i))
+                    self.replay.add(self.featurizer(ep, seed=DEMO_SEED + k), demo=True)
+                    k += 1
+                    bar.update(1)
+        bar.close()
+        if self.cc.demo_fraction > 0 and not k:
+            raise ConfigError("rl.chunk.demo_fraction > 0 needs demo stores")
+
+    def _load_online(self, saved_episodes: int) -> None:
+        """Every committed online episode into the replay; those committed after the last learner
+        checkpoint also count their env steps."""
+        with EpisodeStore.open(self.store_path) as store:
+            n = store.num_episodes
+            for i in tqdm(range(n), desc="online episodes -> features", unit="ep",
+                          disable=not self.progress or n == 0):
+                ep = store.episode(i)
+                self.replay.add(self.featurizer(ep, seed=ONLINE_SEED + i), demo=False)
+                if i >= saved_episodes:
+                    self.env_steps += len(ep)
+        self.episodes = n
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        lr = self.learner
+        opts = {"critic": lr.critic.optimizer.state_dict()}
+        if lr.noise is not None:
+            opts.update(actor=lr.noise.actor_opt.state_dict(), noise_critic=lr.noise.critic_opt.state_dict(),
+                        alpha=lr.noise.alpha_opt.state_dict())
+        if lr.residual is not None:
+            opts["actor"] = lr.residual.optimizer.state_dict()
+        return {"learner": {k: v for k, v in lr.state_dict().items() if not k.startswith("policy.")},
+                "optimizers": opts, "updates": lr.updates, "iteration": self.iteration,
+                "env_steps": int(self.env_steps), "episodes": self.episodes,
+                "env_episodes": None if self.env_episodes is None else [int(e) for e in self.env_episodes],
+                "torch_rng": self.generator.get_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state)}
+
+    def _save_state(self, export: bool) -> None:
+        if export:
+            tmp = self.run / "policy.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.policy.save(tmp)
+            old = self.run / "policy.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if (self.run / "policy").exists():
+                (self.run / "policy").rename(old)
+            tmp.rename(self.run / "policy")
+            shutil.rmtree(old, ignore_errors=True)
+        tmp_state = self.run / "learner.pt.tmp"
+        torch.save(self._state(), tmp_state)
+        tmp_state.replace(self.run / "learner.pt")  # the commit point: it names the update count
+
+    def _load_state(self, path: Path) -> int:
+        state = torch.load(path, weights_only=True)
+        lr = self.learner
+        missing, unexpected = lr.load_state_dict(state["learner"], strict=False)
+        if unexpected or [k for k in missing if not k.startswith("policy.")]:
+            raise ConfigError(f"{path} does not match this learner (mode {self.cc.mode!r})")
+        opts = state["optimizers"]
+        lr.critic.optimizer.load_state_dict(opts["critic"])
+        if lr.noise is not None:
+            lr.noise.actor_opt.load_state_dict(opts["actor"])
+            lr.noise.critic_opt.load_state_dict(opts["noise_critic"])
+            lr.noise.alpha_opt.load_state_dict(opts["alpha"])
+        if lr.residual is not None:
+            lr.residual.optimizer.load_state_dict(opts["actor"])
+        lr.updates, self.iteration, self.env_steps = state["updates"], state["iteration"], state["env_steps"]
+        self.env_episodes = state["env_episodes"]
+        self.generator.set_state(state["torch_rng"])
+        self.np_rng.bit_generator.state = json.loads(state["np_rng"])
+        return int(state["episodes"])
+
+    def _log(self, name: str, row: dict[str, Any], tb) -> None:
+        import csv
+        import math
+
+        path = self.run / name
+        new = not path.is_file()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row.keys()), extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        prefix = name.split(".")[0]
+        for k, v in row.items():
+            if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
+                tb.add_scalar(f"{prefix}/{k}", v, self.env_steps)
+
+    # ------------------------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def choose(self, cond: torch.Tensor) -> torch.Tensor:
+        """Training decisions: the best of ``candidates`` chunks by the critic, a random one with
+        probability ``explore``; normalised flat chunks (B, H*A)."""
+        n = self.cc.candidates
+        _, chunks = self.policy.propose(cond, n, deterministic=False, generator=self.generator)
+        if n == 1:
+            return chunks[:, 0]
+        best = self.policy.score(cond, chunks).argmax(dim=1)
+        rand = torch.randint(0, n, best.shape, generator=self.generator)
+        explore = torch.rand(best.shape, generator=self.generator) < self.cc.explore
+        pick = torch.where(explore, rand, best)
+        return chunks[torch.arange(chunks.shape[0]), pick]
+
+    def collect_round(self, envs: ChunkVectorEnv, hist: ObservationWindows, asm: list[EpisodeAssembler],
+                      store: EpisodeStore) -> dict[str, Any]:
+        """``steps_per_iteration`` decisions in every env; finished episodes are committed to the store
+        and added to the replay."""
+        steps, finished, returns = 0, [], []
+        self.policy.eval()
+        for _ in range(self.cfg.steps_per_iteration):
+            cond = self.policy.encode(hist.batch())
+            actions = action_chunks(self.policy, self.choose(cond))
+            results = envs.step_chunks(list(actions), record=True)
+            for i, r in enumerate(results):
+                steps += r.steps
+                ep = asm[i].add(actions[i], r, self.iteration)
+                if ep is not None:
+                    store.append(ep)
+                    derived = self.featurizer(ep, seed=ONLINE_SEED + self.episodes)
+                    self.replay.add(derived, demo=False)
+                    self.episodes += 1
+                    finished.append(derived.success)
+                    returns.append(float(derived.rewards.sum()))
+                    hist.start(i, r.obs)
+                else:
+                    hist.push(i, r.obs)
+        return {"steps": steps, "finished": finished, "returns": returns}
+
+    # ---------------------------------------------------------------------------------- learning
+    def learn(self, updates: int, critic_only: bool = False) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        self.learner.train()
+        for _ in range(updates):
+            batch = self.replay.sample(self.cc.batch_size, self.cc.demo_fraction, self.np_rng)
+            for k, v in self.learner.update(batch, self.generator, critic_only=critic_only).items():
+                sums[k] = sums.get(k, 0.0) + v
+        self.learner.eval()
+        return {k: v / max(updates, 1) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def evaluate(self, envs: ChunkVectorEnv, episodes: int, seed: int = EVAL_SEED) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(seed)
+        self.policy.eval()
+        return evaluate_chunked(envs, lambda cond: self.policy.sample(cond, generator=generator), self.policy,
+                                episodes, seed)
+
+    # ------------------------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg, cc = self.cfg, self.cc
+        tb = SummaryWriter(str(self.run / "tb"))
+        start = time.perf_counter()
+        deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
+        if self.learner.updates < cc.warmup_updates:
+            t = time.perf_counter()
+            m = self.learn(cc.warmup_updates - self.learner.updates, critic_only=True)
+            print(f"critic warm-up on the replay: {cc.warmup_updates} updates in {time.perf_counter() - t:.0f} s "
+                  f"(q_mean {m.get('q_mean', float('nan')):.3f})", flush=True)
+            self._save_state(export=True)
+        envs = ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
+                              episodes=self.env_episodes)
+        eval_envs = None
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="rl chunk", unit="round",
+                   disable=not self.progress)
+        last_eval = None
+        store = EpisodeStore.open(self.store_path, mode="a")
+        try:
+            obs = envs.reset()
+            hist = ObservationWindows(cfg.num_envs, self.policy.config.n_obs_steps, self.instruction)
+            asm = [EpisodeAssembler(self.task_name, self.instruction) for _ in range(cfg.num_envs)]
+            for i, o in enumerate(obs):
+                hist.start(i, o)
+                asm[i].start(o)
+            while self.iteration < cfg.iterations and (deadline is None or time.perf_counter() < deadline):
+                t0 = time.perf_counter()
+                rollout = self.collect_round(envs, hist, asm, store)
+                t1 = time.perf_counter()
+                self.env_steps += rollout["steps"]
+                metrics = self.learn(max(1, round(cc.utd * rollout["steps"])))
+                t2 = time.perf_counter()
+                self.iteration += 1
+                wins = rollout["finished"]
+                row = {"iteration": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
+                       "updates": self.learner.updates,
+                       "train_success": float(np.mean(wins)) if wins else float("nan"),
+                       "episode_return": float(np.mean(rollout["returns"])) if wins else float("nan"),
+                       "rollout_s": t1 - t0, "update_s": t2 - t1, "elapsed_s": time.perf_counter() - start,
+                       **metrics}
+                self._log("metrics.csv", row, tb)
+                evaluate = cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.iteration < cfg.iterations
+                if evaluate:
+                    eval_envs = eval_envs or ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers)
+                    last_eval = self._eval_row(eval_envs, tb)
+                self.env_episodes = envs.episode_counters()
+                self._save_state(export=bool(evaluate))
+                bar.update(1)
+                bar.set_postfix(steps=self.env_steps, updates=self.learner.updates,
+                                success=f"{row['train_success']:.2f}", ret=f"{row['episode_return']:.2f}")
+            self._save_state(export=True)
+            if self.iteration >= cfg.iterations and (last_eval is None or last_eval["iteration"] != self.iteration):
+                eval_envs = eval_envs or ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers)
+                last_eval = self._eval_row(eval_envs, tb)
+        except KeyboardInterrupt:
+            self.env_episodes = envs.episode_counters()
+            self._save_state(export=True)
+            raise
+        finally:
+            bar.close()
+            store.close()
+            envs.close()
+            if eval_envs is not None:
+                eval_envs.close()
+            tb.close()
+        return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
+                "updates": self.learner.updates, "wall_s": time.perf_counter() - start, "last_eval": last_eval,
+                "run": str(self.run)}
+
+    def _eval_row(self, envs: ChunkVectorEnv, tb) -> dict[str, Any]:
+        res = self.evaluate(envs, self.cfg.eval_episodes)
+        row = {"iteration": self.iteration, "env_steps": self.env_steps, "success_rate": res["success_rate"],
+               "ci_low": res["success_ci95"][0], "ci_high": res["success_ci95"][1],
+               "mean_length": res["mean_length"], "episodes": res["episodes"]}
+        self._log("eval.csv", row, tb)
+        return row

@@ -1,0 +1,121 @@
+"""The off-policy chunk learner's runtime: replay batches built right at episode ends, and a tiny real run
+(demos -> BC -> critic -> chunk learner) killed with SIGKILL that resumes with every committed episode and
+its update count."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import draccus
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.config import EnvConfig
+from robot_rl.policy import load_policy
+from robot_rl.replay.store import EpisodeStore
+from robot_rl.runtime.chunk_replay import ChunkReplay, Derived
+from robot_rl.runtime.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.rl import RLConfig
+from tests.runtime.test_rl import _rows, _train
+
+F, A, H, N = 3, 2, 3, 2
+
+
+def _derived(length: int, offset: float, terminated: bool) -> Derived:
+    t = np.arange(length, dtype=np.float32)
+    return Derived(features=np.stack([t + offset] * F, 1), actions=np.stack([t + offset] * A, 1),
+                   rewards=t + offset, candidates=np.zeros((length, N, H * A), np.float32) + offset,
+                   final_features=np.full(F, -1 - offset, np.float32),
+                   final_candidates=np.full((N, H * A), -1 - offset, np.float32), terminated=terminated,
+                   success=terminated)
+
+
+def test_replay_batches_cut_chunks_at_episode_ends():
+    replay = ChunkReplay(F, A, H, N)
+    replay.add(_derived(5, 0.0, terminated=True), demo=True)  # steps 0..4
+    replay.add(_derived(4, 100.0, terminated=False), demo=False)  # a truncated episode, steps 5..8
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        b = replay.sample(16, 0.5, rng)
+        assert b["features"].shape == (16, F) and b["action"].shape == (16, H * A)
+        assert b["next_candidates"].shape == (16, N, H * A)
+        for i in range(16):
+            f0 = float(b["features"][i, 0])
+            demo = f0 < 100
+            t, length = (int(f0), 5) if demo else (int(f0 - 100), 4)
+            seen.add((demo, t))
+            ran = min(H, length - t)
+            assert b["executed"][i].tolist() == [True] * ran + [False] * (H - ran)
+            expected_r = [f0 + k for k in range(ran)] + [0.0] * (H - ran)
+            np.testing.assert_allclose(b["rewards"][i].numpy(), expected_r)
+            if t + H < length:  # the next decision's state
+                assert float(b["next_features"][i, 0]) == f0 + H and not b["terminated"][i]
+            else:  # the episode's final observation; terminal only where it terminated
+                assert float(b["next_features"][i, 0]) == (-1.0 if demo else -101.0)
+                assert bool(b["terminated"][i]) == demo
+    assert len(seen) == 9  # every step of both episodes starts chunks
+    only_demo = replay.sample(64, 1.0, rng)["features"][:, 0]
+    assert bool((only_demo < 100).all())
+
+
+def _tiny_chunk_run(out, *extra, wait=True):
+    return _train(out, "--rl.algo=chunk", "--env.max_steps=16", "--demos.max_steps=100",
+                  "--rl.chunk.warmup_updates=10", "--rl.chunk.batch_size=32",
+                  "--rl.chunk.critic.hidden_dim=32", "--rl.chunk.steering.hidden_dim=32", "--rl.chunk.candidates=3",
+                  "--rl.chunk.target_candidates=2", "--rl.chunk.eval_best_of=2", *extra, wait=wait)
+
+
+def _online_episodes(path) -> list[np.ndarray]:
+    with EpisodeStore.open(path) as store:
+        return [store.read_episode(i, ["action"])["action"] for i in range(store.num_episodes)]
+
+
+@pytest.mark.slow
+def test_chunk_run_killed_mid_way_resumes_with_every_committed_episode(tmp_path):
+    out = tmp_path / "job"
+    rl = out / "rl"
+    proc = _tiny_chunk_run(out, "--rl.iterations=12", "--rl.steps_per_iteration=6", wait=False)
+    deadline = time.time() + 500
+    while time.time() < deadline and proc.poll() is None:  # kill once an episode is committed past a checkpoint
+        if (rl / "learner.pt").is_file() and (rl / "metrics.csv").is_file() and len(_rows(rl / "metrics.csv")) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = _online_episodes(rl / "online.zarr")
+    assert committed, "no online episode was committed before the kill"
+    state = torch.load(rl / "learner.pt", weights_only=True)
+    assert state["updates"] >= 10 and 1 <= state["iteration"] < 12
+
+    meta = json.loads((rl / "rl.json").read_text())
+    cfg = draccus.decode(RLConfig, meta["rl"])
+    trainer = ChunkRLTrainer(meta["policy"], EnvConfig(**meta["env"]), rl, cfg, critic_dir=meta["critic"],
+                             demos=meta["demos"], resume=True, progress=False)
+    assert trainer.learner.updates == state["updates"] and trainer.iteration == state["iteration"]
+    assert trainer.replay.num_steps["online"] == sum(len(a) for a in committed)  # every committed episode
+    del trainer
+
+    res = _tiny_chunk_run(out, "--rl.iterations=12", "--rl.steps_per_iteration=6")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = _rows(rl / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 13))  # nothing lost, nothing twice
+    updates = [int(r["updates"]) for r in rows]
+    assert updates == sorted(updates) and updates[state["iteration"]] > state["updates"]
+    after = _online_episodes(rl / "online.zarr")
+    assert len(after) > len(committed)
+    for a, b in zip(committed, after):  # the committed episodes are kept as they were
+        np.testing.assert_array_equal(a, b)
+    with EpisodeStore.open(rl / "online.zarr") as store:
+        assert store.episode_meta(0).source == "policy"
+        versions = np.concatenate([store.read_episode(i, ["policy_version"])["policy_version"]
+                                   for i in range(store.num_episodes)])
+        assert versions.min() >= 0 and versions.max() >= state["iteration"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == "chunk" and summary["rl_iterations"] == 12
+    policy = load_policy(rl / "policy")  # the steered policy loads like any policy
+    assert policy.name == "steered" and policy.config.best_of == 2
