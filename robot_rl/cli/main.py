@@ -255,7 +255,7 @@ def _cmd_critic_train(args: argparse.Namespace) -> int:
 def _cmd_critic_eval(args: argparse.Namespace) -> int:
     from robot_rl.runtime.critic_train import eval_critic
 
-    result = eval_critic(args.checkpoint, args.data)
+    result = eval_critic(args.checkpoint, args.data, args.rollouts)
     if args.json:
         print(json.dumps(result))
     else:
@@ -438,9 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs="*", help="after --: --lr=1e-4, --critic.backbone_preset=tiny, ...")
     p.set_defaults(func=_cmd_critic_train)
-    p = critic.add_parser("eval", help="VOC, reversed VOC, mismatch |delta|, done F1 and latency")
+    p = critic.add_parser("eval", help="VOC, reversed VOC, mismatch |delta|, done F1 and latency on demos; "
+                                       "success/failure ranking on a policy's own rollouts")
     p.add_argument("--checkpoint", required=True, help="critic run folder or saved critic")
-    p.add_argument("--data", nargs="+", required=True, help="episode store(s); held-out episodes are used")
+    p.add_argument("--data", nargs="+", default=None, help="demo store(s); their held-out episodes are used")
+    p.add_argument("--rollouts", nargs="+", default=None,
+                   help="store(s) of a policy's own episodes with their outcome (e.g. RUN/rl/online.zarr): "
+                        "final-value AUROC, done false positives on failures, failed/successful return")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_critic_eval)
     p = critic.add_parser("plot", help="value curves of a successful and a failed episode, with frames")

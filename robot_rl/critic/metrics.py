@@ -97,3 +97,39 @@ def pair_latency_ms(critic: ProgressCritic, episode: EpisodeFrames, repeats: int
         critic(frames, frames, [episode.instruction])
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
+
+
+def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half (the Mann-Whitney U statistic)."""
+    pos, neg = np.asarray(scores_pos, float), np.asarray(scores_neg, float)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+@torch.no_grad()
+def evaluate_on_rollouts(critic: ProgressCritic, episodes: list[EpisodeFrames]) -> dict:
+    """How well the critic ranks a policy's own episodes by outcome (the env's success, or an operator's
+    label): AUROC of the final value (the summed deltas from the first frame to the last) separating
+    successes from failures; the share of failed episodes on which the done head fires on any frame; and
+    a failed episode's mean return (its final value) relative to a successful one's."""
+    critic.eval()
+    final, fired, success = [], [], []
+    for ep in episodes:
+        deltas, dones = pair_deltas(critic, ep.frames, np.arange(len(ep.done)), ep.instruction)
+        final.append(float(deltas.sum()))
+        fired.append(bool((dones > critic.config.done_threshold).any()))
+        success.append(ep.progress is not None)
+    final_a, fired_a, success_a = np.array(final), np.array(fired), np.array(success)
+    succ_return = float(final_a[success_a].mean()) if success_a.any() else float("nan")
+    fail_return = float(final_a[~success_a].mean()) if (~success_a).any() else float("nan")
+    return {
+        "rollouts": len(episodes), "successes": int(success_a.sum()), "failures": int((~success_a).sum()),
+        "final_value_auroc": auroc(final_a[success_a], final_a[~success_a]),
+        "done_fpr_failed": float(fired_a[~success_a].mean()) if (~success_a).any() else float("nan"),
+        "done_tpr_success": float(fired_a[success_a].mean()) if success_a.any() else float("nan"),
+        "mean_return_success": succ_return, "mean_return_failed": fail_return,
+        "failed_return_ratio": fail_return / succ_return if succ_return and np.isfinite(succ_return) else float("nan"),
+    }

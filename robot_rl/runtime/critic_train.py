@@ -23,7 +23,7 @@ from tqdm import tqdm
 from robot_rl.core.errors import ConfigError
 from robot_rl.critic.config import CriticConfig
 from robot_rl.critic.dataset import PairSampler, load_episodes
-from robot_rl.critic.metrics import evaluate_critic
+from robot_rl.critic.metrics import evaluate_critic, evaluate_on_rollouts
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.nn import random_shift
 from robot_rl.replay.store import EpisodeStore
@@ -205,17 +205,32 @@ def train_critic(data: list[str], out: str | Path, cfg: CriticTrainConfig, resum
     return {"steps": step, "wall_s": time.perf_counter() - start, "run": str(run)}
 
 
-def eval_critic(checkpoint: str | Path, data: list[str]) -> dict[str, Any]:
+def eval_critic(checkpoint: str | Path, data: list[str] | None, rollouts: list[str] | None = None) -> dict[str, Any]:
     """Metrics on the held-out episodes of ``data`` (those a training run kept out, where it used the
-    store; every episode of any other store)."""
+    store; every episode of any other store) and, with ``rollouts``, on every episode of those stores of a
+    policy's own episodes: how the final value separates successes from failures, the done head's false
+    positives on failures, and a failed episode's return relative to a successful one's."""
+    if not data and not rollouts:
+        raise ConfigError("critic eval needs --data (demo stores) and/or --rollouts (policy episode stores)")
     checkpoint = Path(checkpoint)
     critic_dir = checkpoint / "critic" if (checkpoint / "critic" / "config.json").is_file() else checkpoint
     critic = ProgressCritic.load(critic_dir)
     meta_file = critic_dir.parent / "critic_train.json"
     split = json.loads(meta_file.read_text())["split"] if meta_file.is_file() else {}
     split = {str(Path(k).resolve()): v for k, v in split.items()}
-    data = [str(Path(d).resolve()) for d in data]
-    episodes = _episodes_of(data, critic.config.cameras, {p: split[p] for p in data if p in split}, "heldout")
-    if not episodes:
-        raise ConfigError("no held-out episodes to evaluate on")
-    return evaluate_critic(critic, episodes)
+    result: dict[str, Any] = {}
+    if data:
+        data = [str(Path(d).resolve()) for d in data]
+        episodes = _episodes_of(data, critic.config.cameras, {p: split[p] for p in data if p in split}, "heldout")
+        if not episodes:
+            raise ConfigError("no held-out episodes to evaluate on")
+        result.update(evaluate_critic(critic, episodes))
+    if rollouts:
+        episodes = []
+        for path in rollouts:
+            with EpisodeStore.open(path) as store:
+                episodes += load_episodes(store, critic.config.cameras)
+        if not episodes:
+            raise ConfigError(f"no episodes in {rollouts}")
+        result.update({f"rollout_{k}": v for k, v in evaluate_on_rollouts(critic, episodes).items()})
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.core.schema import Episode, EpisodeMeta
 from robot_rl.critic.config import CriticConfig
 from robot_rl.critic.dataset import PairSampler, label_episode, load_episodes
-from robot_rl.critic.metrics import spearman
+from robot_rl.critic.metrics import auroc, spearman
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs.wrappers import ProgressRewardWrapper
@@ -89,6 +90,12 @@ def test_labels_on_a_hand_made_store(tmp_path):
     assert seen == {"progress", "stagnation", "mismatch", "failed"}
     directions = [np.sign(d) for d, kind in zip(batch.delta, batch.kind) if kind == "progress"]
     assert 1 in directions and -1 in directions  # regress is learned too
+
+
+def test_auroc_counts_pairs_ranked_right_and_ties_half():
+    assert auroc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == pytest.approx(3.5 / 4)
+    assert auroc(np.array([1.0]), np.array([2.0, 3.0])) == 0.0
+    assert np.isnan(auroc(np.array([1.0]), np.array([])))
 
 
 def test_spearman():
@@ -223,6 +230,25 @@ def test_critic_cli_train_eval(tmp_path, push_store):
     relative = json.loads(run("critic", "eval", "--checkpoint", str(out), "--data", os.path.relpath(push_store),
                               "--json").stdout)
     assert relative["episodes"] == 1  # the same store by another path: still only the held-out episodes
+    # a store of "policy rollouts": the 5 episodes, two of them relabelled as failures (cut before success)
+    rollouts = tmp_path / "rollouts.zarr"
+    with EpisodeStore.open(push_store) as src, EpisodeStore.create(rollouts) as dst:
+        for i in range(src.num_episodes):
+            ep = src.episode(i)
+            if i < 2:
+                cut = int(np.flatnonzero(ep.success)[0]) - 2
+                ep = dataclasses.replace(ep, obs={k: v[:cut] for k, v in ep.obs.items()}, action=ep.action[:cut],
+                                         reward=ep.reward[:cut], terminated=np.zeros(cut, bool),
+                                         truncated=np.arange(cut) == cut - 1, success=np.zeros(cut, bool),
+                                         intervention=ep.intervention[:cut], policy_version=ep.policy_version[:cut],
+                                         final_obs={k: v[cut] for k, v in ep.obs.items()},
+                                         meta=dataclasses.replace(ep.meta, success=False, source="policy"))
+            dst.append(ep)
+    result = json.loads(run("critic", "eval", "--checkpoint", str(out), "--rollouts", str(rollouts), "--json").stdout)
+    assert (result["rollout_successes"], result["rollout_failures"]) == (3, 2)
+    assert 0.0 <= result["rollout_final_value_auroc"] <= 1.0 and 0.0 <= result["rollout_done_fpr_failed"] <= 1.0
+    assert "voc" not in result  # no demo store given
+    assert_clean_error(run("critic", "eval", "--checkpoint", str(out), check=False), "--rollouts")
     assert_clean_error(run("critic", "train", "--data", str(push_store), "--out", str(out), check=False),
                        "already exists")
     assert_clean_error(run("critic", "eval", "--checkpoint", str(tmp_path), "--data", str(push_store),
