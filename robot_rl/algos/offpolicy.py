@@ -34,6 +34,15 @@ class ChunkLearnerConfig:
     (mode=base), the base chunk a residual edits."""
     eval_best_of: int = 8
     """Candidates ranked when the saved policy acts (1: the actor alone)."""
+    backup: str = "td"
+    """``td``: the chunk backup bootstraps from the next state (see the modes above); ``mc``: the target
+    is the discounted return-to-go of the episode the step came from (Q of the policies that acted, no
+    bootstrapping error: one step of policy improvement by best-of-N, stable on little data)."""
+    rank_std_coef: float = 1.0
+    """Candidates are ranked by the ensemble mean minus this many standard deviations (acting and the saved
+    policy): pessimism against chunks the critic has not seen the like of."""
+    base_rounds: int = 0
+    """Rounds at the start that act with the frozen policy alone (the critic sees its own outcomes first)."""
     explore: float = 0.1
     """Probability that a training decision executes a random candidate instead of the best."""
     critic: ChunkCriticConfig = field(default_factory=ChunkCriticConfig)
@@ -51,6 +60,8 @@ class ChunkLearnerConfig:
     """Critic updates on the demos before the first online decision."""
 
     def validate(self) -> None:
+        if self.backup not in ("td", "mc"):
+            raise ValueError(f"chunk learner backup must be 'td' or 'mc', got {self.backup!r}")
         if self.mode not in ("base", "noise", "residual"):
             raise ValueError(f"chunk learner mode must be 'base', 'noise' or 'residual', got {self.mode!r}")
         if min(self.candidates, self.eval_best_of, self.target_candidates) < 1:
@@ -98,8 +109,11 @@ class ChunkLearner(nn.Module):
     def update(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None,
                critic_only: bool = False) -> dict[str, float]:
         """One critic step (and, every ``actor_every``, one actor step) on a replay batch."""
-        targets = chunk_targets(batch["rewards"], batch["executed"], batch["terminated"],
-                                self.next_value(batch, generator), self.cfg.critic.gamma)
+        if self.cfg.backup == "mc":
+            targets = batch["returns"]
+        else:
+            targets = chunk_targets(batch["rewards"], batch["executed"], batch["terminated"],
+                                    self.next_value(batch, generator), self.cfg.critic.gamma)
         metrics = self.critic.update(batch["features"], batch["action"], targets)
         self.updates += 1
         if critic_only or self.updates % self.cfg.actor_every:

@@ -44,6 +44,9 @@ class SteeredConfig(PolicyConfig):
     """mode=noise: |x_0| per dim is at most this."""
     residual_scale: float = 0.05
     """mode=residual: the largest edit per action dim, in the normalised range [-1, 1]."""
+    rank_std_coef: float = 0.0
+    """Candidates are ranked by the ensemble's mean minus this many of its standard deviations: a chunk the
+    members disagree on (one unlike the data) is not picked on an extrapolation."""
     head_hidden_dim: int = 256
     head_layers: int = 2
     q_ensemble: int = 5
@@ -131,10 +134,14 @@ class SteeredPolicy(Policy):
         return noise.reshape(b, n, -1), chunks.reshape(b, n, -1)
 
     def score(self, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
-        """The Q-ensemble's mean value (B, n) of candidate chunks (B, n, H*A)."""
+        """The ranking score (B, n) of candidate chunks (B, n, H*A): the Q-ensemble's mean, less
+        ``rank_std_coef`` of its standard deviation."""
         b, n, _ = chunks.shape
         q = self.heads["q"](cond.repeat_interleave(n, dim=0), chunks[..., : self.exec_dim].reshape(b * n, -1))
-        return q.mean(dim=0).reshape(b, n)
+        score = q.mean(dim=0)
+        if self.config.rank_std_coef and q.shape[0] > 1:
+            score = score - self.config.rank_std_coef * q.std(dim=0)
+        return score.reshape(b, n)
 
     def sample(self, cond: torch.Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:

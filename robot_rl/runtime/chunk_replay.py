@@ -140,8 +140,9 @@ class ChunkFeaturizer:
 class ChunkReplay:
     """Steps of demo and online episodes; samples chunk decisions with a fixed demo fraction."""
 
-    def __init__(self, feature_dim: int, action_dim: int, horizon: int, candidates: int) -> None:
-        self.h, self.a = horizon, action_dim
+    def __init__(self, feature_dim: int, action_dim: int, horizon: int, candidates: int, gamma: float = 0.99) -> None:
+        self.h, self.a, self.gamma = horizon, action_dim, gamma
+        self.returns = _Growable((), np.float32)
         self.features = _Growable((feature_dim,), np.float32)
         self.actions = _Growable((action_dim,), np.float32)
         self.rewards = _Growable((), np.float32)
@@ -162,6 +163,11 @@ class ChunkReplay:
         self.features.extend(d.features)
         self.actions.extend(d.actions)
         self.rewards.extend(d.rewards)
+        ret, acc = np.zeros(t, np.float32), 0.0
+        for k in range(t - 1, -1, -1):  # the discounted return-to-go of every step (what happened after it)
+            acc = float(d.rewards[k]) + self.gamma * acc
+            ret[k] = acc
+        self.returns.extend(ret)
         self.cands.extend(d.candidates)
         self.episode_of.extend(np.full(t, ep, np.int64))
         self.source_demo.extend(np.full(t, demo))
@@ -210,4 +216,5 @@ class ChunkReplay:
             "next_features": torch.from_numpy(next_features),
             "next_candidates": torch.from_numpy(next_cands),
             "candidates": torch.from_numpy(self.cands.view[t]),
+            "returns": torch.from_numpy(self.returns.view[t]),
         }

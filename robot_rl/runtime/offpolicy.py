@@ -133,7 +133,8 @@ class ChunkRLTrainer:
         self.policy = SteeredPolicy.wrap(
             base, mode=cc.mode, best_of=cc.eval_best_of, q_ensemble=cc.critic.ensemble,
             q_hidden_dim=cc.critic.hidden_dim, q_layers=cc.critic.layers, head_hidden_dim=st.hidden_dim,
-            head_layers=st.layers, noise_bound=st.noise_bound, residual_scale=st.residual_scale)
+            head_layers=st.layers, noise_bound=st.noise_bound, residual_scale=st.residual_scale,
+            rank_std_coef=cc.rank_std_coef)
         torch.manual_seed(cfg.seed)
         self.learner = ChunkLearner(self.policy, cc)
         scorer = None
@@ -147,7 +148,7 @@ class ChunkRLTrainer:
         self.featurizer = ChunkFeaturizer(base, cfg.reward, scorer, cc.target_candidates, self.instruction)
         pc = base.config
         self.replay = ChunkReplay(self.policy.config.feature_dim, pc.features.action_dim, pc.n_action_steps,
-                                  cc.target_candidates)
+                                  cc.target_candidates, cc.critic.gamma)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.iteration, self.env_steps, self.episodes = 0, 0, 0
@@ -268,7 +269,7 @@ class ChunkRLTrainer:
     def choose(self, cond: torch.Tensor) -> torch.Tensor:
         """Training decisions: the best of ``candidates`` chunks by the critic, a random one with
         probability ``explore``; normalised flat chunks (B, H*A)."""
-        n = self.cc.candidates
+        n = self.cc.candidates if self.iteration >= self.cc.base_rounds else 1
         _, chunks = self.policy.propose(cond, n, deterministic=False, generator=self.generator)
         if n == 1:
             return chunks[:, 0]

@@ -62,6 +62,16 @@ def test_replay_batches_cut_chunks_at_episode_ends():
     assert bool((only_demo < 100).all())
 
 
+def test_replay_returns_to_go_are_discounted_sums_within_an_episode():
+    replay = ChunkReplay(F, A, H, N, gamma=0.5)
+    replay.add(_derived(3, 0.0, terminated=True), demo=True)  # rewards 0, 1, 2
+    replay.add(_derived(2, 100.0, terminated=False), demo=False)  # rewards 100, 101
+    np.testing.assert_allclose(replay.returns.view, [0 + 0.5 * 1 + 0.25 * 2, 1 + 0.5 * 2, 2, 100 + 0.5 * 101, 101])
+    b = replay.sample(32, 0.5, np.random.default_rng(1))
+    for f0, ret in zip(b["features"][:, 0].tolist(), b["returns"].tolist()):
+        assert ret == pytest.approx(float(replay.returns.view[int(f0) if f0 < 100 else 3 + int(f0 - 100)]))
+
+
 def _tiny_chunk_run(out, *extra, wait=True):
     return _train(out, "--rl.algo=chunk", "--env.max_steps=16", "--demos.max_steps=100",
                   "--rl.chunk.warmup_updates=10", "--rl.chunk.batch_size=32",
