@@ -47,7 +47,7 @@ $(ROS_VENV)/.ready: pyproject.toml
 	     echo "rclpy environment could not be built (see $(ROS_VENV)/UNAVAILABLE): the ROS 2 tests will skip"; }
 	touch $@
 
-# The main job on the embedded default: demos -> BC -> progress critic -> ReinFlow on the critic's reward
+# The main job on the embedded default: demos -> BC -> progress critic -> the off-policy chunk learner on the critic's reward
 # -> evaluation before and after. Every stage found complete in $(DEMO_DIR) is reused; an interrupted
 # run resumes from its last checkpoint.
 demo: $(VENV)/.installed

@@ -96,10 +96,11 @@ def main() -> None:
     report: dict = {"task": job.env.task, "iterations": job.rl.iterations, "num_envs": job.rl.num_envs,
                     "steps_per_iteration": job.rl.steps_per_iteration, "target_success": TARGET}
     dense = f"reinflow_{job.rl.reward.kind}"  # the job's own reward: critic, or critic + success (mix)
-    runs = {dense: run_one(dense, root / "bc/policy", root / "critic/critic", job, out)}
+    # ReinFlow whatever the job's own algorithm (the quickstart runs the off-policy chunk learner)
+    runs = {dense: run_one(dense, root / "bc/policy", root / "critic/critic", job, out, algo="reinflow")}
     if "sparse" not in skip:
         runs["reinflow_sparse"] = run_one("reinflow_sparse", root / "bc/policy", None, job, out,
-                                          **{"reward.kind": "sparse"})
+                                          **{"reward.kind": "sparse", "algo": "reinflow"})
     if "dppo" not in skip:
         bc_diffusion = root / "bc_diffusion"
         trainer = Pretrainer("diffusion", [str(root / "demos.zarr")], bc_diffusion, job.pretrain,

@@ -26,7 +26,7 @@ TINY = [
     "--pretrain.policy={hidden_dim: 64, n_blocks: 1}",
     "--critic.steps=8", "--critic.batch_size=4", "--critic.critic={backbone_preset: tiny}",
     "--rl.num_envs=2", "--rl.workers=1", "--rl.steps_per_iteration=3", "--rl.eval_every=2",
-    "--rl.eval_episodes=2", "--rl.critic_batch_size=8", "--eval_episodes=2",
+    "--rl.eval_episodes=2", "--rl.critic_batch_size=8", "--eval_episodes=2", "--rl.algo=reinflow",
 ]
 
 
@@ -86,7 +86,7 @@ def _rows(path: Path) -> list[dict]:
 def test_train_job_runs_resumes_after_a_crash_and_continues(tmp_path):
     out = tmp_path / "job"
     # a crash (SIGKILL) in the middle of RL fine-tuning, after its first checkpoint
-    proc = _train(out, "--rl.iterations=6", wait=False)
+    proc = _train(out, "--rl.iterations=6", wait=False)  # ReinFlow (TINY pins it; the quickstart runs chunk)
     state = out / "rl" / "state.pt"
     deadline = time.time() + 400
     while not state.is_file() and time.time() < deadline and proc.poll() is None:
