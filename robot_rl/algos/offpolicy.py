@@ -37,7 +37,9 @@ class ChunkLearnerConfig:
     backup: str = "td"
     """``td``: the chunk backup bootstraps from the next state (see the modes above); ``mc``: the target
     is the discounted return-to-go of the episode the step came from (Q of the policies that acted, no
-    bootstrapping error: one step of policy improvement by best-of-N, stable on little data)."""
+    bootstrapping error: one step of policy improvement by best-of-N, stable on little data); ``greedy``:
+    the chunk's own discounted reward, no bootstrap (with the critic's dense reward: the progress the chunk
+    makes, a local function of state and chunk that little data can fit)."""
     rank_std_coef: float = 1.0
     """Candidates are ranked by the ensemble mean minus this many standard deviations (acting and the saved
     policy): pessimism against chunks the critic has not seen the like of."""
@@ -60,8 +62,8 @@ class ChunkLearnerConfig:
     """Critic updates on the demos before the first online decision."""
 
     def validate(self) -> None:
-        if self.backup not in ("td", "mc"):
-            raise ValueError(f"chunk learner backup must be 'td' or 'mc', got {self.backup!r}")
+        if self.backup not in ("td", "mc", "greedy"):
+            raise ValueError(f"chunk learner backup must be 'td', 'mc' or 'greedy', got {self.backup!r}")
         if self.mode not in ("base", "noise", "residual"):
             raise ValueError(f"chunk learner mode must be 'base', 'noise' or 'residual', got {self.mode!r}")
         if min(self.candidates, self.eval_best_of, self.target_candidates) < 1:
@@ -111,6 +113,9 @@ class ChunkLearner(nn.Module):
         """One critic step (and, every ``actor_every``, one actor step) on a replay batch."""
         if self.cfg.backup == "mc":
             targets = batch["returns"]
+        elif self.cfg.backup == "greedy":
+            targets = chunk_targets(batch["rewards"], batch["executed"], torch.ones_like(batch["terminated"]),
+                                    torch.zeros_like(batch["returns"]), self.cfg.critic.gamma)
         else:
             targets = chunk_targets(batch["rewards"], batch["executed"], batch["terminated"],
                                     self.next_value(batch, generator), self.cfg.critic.gamma)
