@@ -41,26 +41,10 @@ from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.chunk_replay import ChunkFeaturizer, ChunkReplay, until_first_success
 from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows
-from robot_rl.runtime.rl import TRAIN_SEED, RLConfig, action_chunks, evaluate_chunked
+from robot_rl.runtime.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
 from robot_rl.runtime.vec_env import ChunkResult, ChunkVectorEnv
 
 DEMO_SEED, ONLINE_SEED = 7_000_000, 8_000_000  # candidate-noise seeds of derived data (rebuilt identically)
-
-
-def truncate_csv(path: Path, iteration: int) -> None:
-    """Drop the rows logged after the checkpoint (a crash between log and checkpoint)."""
-    import csv
-
-    if not path.is_file():
-        return
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    keep = [r for r in rows if int(r["iteration"]) <= iteration]
-    if len(keep) != len(rows):
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(keep)
 
 
 class EpisodeAssembler:
@@ -96,7 +80,7 @@ class EpisodeAssembler:
         return ep
 
 
-class ChunkRLTrainer:
+class ChunkRLTrainer(RunLog):
     """Owns one off-policy run folder: builds or resumes the learner, acts, learns, evaluates."""
 
     def __init__(self, policy_dir: str | Path, env_config: EnvConfig, out: str | Path, cfg: RLConfig,
@@ -161,8 +145,8 @@ class ChunkRLTrainer:
         saved_episodes = 0
         if resume and state_file.is_file():
             saved_episodes = self._load_state(state_file)
-            for name in ("metrics.csv", "eval.csv"):
-                truncate_csv(self.run / name, self.iteration)
+            self._truncate_csv("metrics.csv")
+            self._truncate_csv("eval.csv")
         self._load_online(saved_episodes)
 
     # ------------------------------------------------------------------------------------ replay
@@ -247,22 +231,6 @@ class ChunkRLTrainer:
         self.generator.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = json.loads(state["np_rng"])
         return int(state["episodes"])
-
-    def _log(self, name: str, row: dict[str, Any], tb) -> None:
-        import csv
-        import math
-
-        path = self.run / name
-        new = not path.is_file()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row.keys()), extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        prefix = name.split(".")[0]
-        for k, v in row.items():
-            if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
-                tb.add_scalar(f"{prefix}/{k}", v, self.env_steps)
 
     # ------------------------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -393,11 +361,3 @@ class ChunkRLTrainer:
         return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                 "updates": self.learner.updates, "wall_s": time.perf_counter() - start, "last_eval": last_eval,
                 "run": str(self.run)}
-
-    def _eval_row(self, envs: ChunkVectorEnv, tb) -> dict[str, Any]:
-        res = self.evaluate(envs, self.cfg.eval_episodes)
-        row = {"iteration": self.iteration, "env_steps": self.env_steps, "success_rate": res["success_rate"],
-               "ci_low": res["success_ci95"][0], "ci_high": res["success_ci95"][1],
-               "mean_length": res["mean_length"], "episodes": res["episodes"]}
-        self._log("eval.csv", row, tb)
-        return row

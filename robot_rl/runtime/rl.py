@@ -125,7 +125,48 @@ def action_chunks(policy: Policy, actions: torch.Tensor) -> np.ndarray:
     return np.clip(a[:, : pc.n_action_steps].cpu().numpy(), -1.0, 1.0)
 
 
-class RLTrainer:
+class RunLog:
+    """The run folder's logs, shared by the RL trainers: ``metrics.csv`` / ``eval.csv`` rows (cut back to the
+    checkpoint on resume) mirrored to TensorBoard against env steps. Needs ``run``, ``iteration``,
+    ``env_steps``, ``cfg.eval_episodes`` and ``evaluate(envs, episodes)``."""
+
+    def _truncate_csv(self, name: str) -> None:
+        """Drop rows written after the checkpoint (a crash between log and checkpoint)."""
+        path = self.run / name
+        if not path.is_file():
+            return
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for r in rows if int(r["iteration"]) <= self.iteration]
+        if len(keep) != len(rows):
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+                writer.writeheader()
+                writer.writerows(keep)
+
+    def _log(self, name: str, row: dict[str, Any], tb) -> None:
+        path = self.run / name
+        new = not path.is_file()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row.keys()), extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        prefix = name.split(".")[0]
+        for k, v in row.items():
+            if k not in ("iteration",) and isinstance(v, (int, float)) and math.isfinite(v):
+                tb.add_scalar(f"{prefix}/{k}", v, self.env_steps)
+
+    def _eval_row(self, envs: ChunkVectorEnv, tb) -> dict[str, Any]:
+        res = self.evaluate(envs, self.cfg.eval_episodes)
+        row = {"iteration": self.iteration, "env_steps": self.env_steps, "success_rate": res["success_rate"],
+               "ci_low": res["success_ci95"][0], "ci_high": res["success_ci95"][1],
+               "mean_length": res["mean_length"], "episodes": res["episodes"]}
+        self._log("eval.csv", row, tb)
+        return row
+
+
+class RLTrainer(RunLog):
     """Owns one RL run folder: builds or resumes the actor and runs PPO iterations."""
 
     def __init__(self, policy_dir: str | Path, env_config: EnvConfig, out: str | Path, cfg: RLConfig,
@@ -236,33 +277,6 @@ class RLTrainer:
         self.env_episodes = state["env_episodes"]
         self.generator.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = json.loads(state["np_rng"])
-
-    def _truncate_csv(self, name: str) -> None:
-        """Drop rows written after the checkpoint (a crash between log and checkpoint)."""
-        path = self.run / name
-        if not path.is_file():
-            return
-        with path.open() as f:
-            rows = list(csv.DictReader(f))
-        keep = [r for r in rows if int(r["iteration"]) <= self.iteration]
-        if len(keep) != len(rows):
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-                writer.writeheader()
-                writer.writerows(keep)
-
-    def _log(self, name: str, row: dict[str, Any], tb) -> None:
-        path = self.run / name
-        new = not path.is_file()
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row.keys()))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        prefix = name.split(".")[0]
-        for k, v in row.items():
-            if k not in ("iteration",) and isinstance(v, (int, float)) and math.isfinite(v):
-                tb.add_scalar(f"{prefix}/{k}", v, self.env_steps)
 
     # ----------------------------------------------------------------------------------- acting
     def _frames(self, observations: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -473,15 +487,6 @@ class RLTrainer:
             tb.close()
         return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                 "wall_s": time.perf_counter() - start, "last_eval": last_eval, "run": str(self.run)}
-
-    def _eval_row(self, envs: ChunkVectorEnv, tb) -> dict[str, Any]:
-        res = self.evaluate(envs, self.cfg.eval_episodes)
-        row = {"iteration": self.iteration, "env_steps": self.env_steps, "success_rate": res["success_rate"],
-               "ci_low": res["success_ci95"][0], "ci_high": res["success_ci95"][1],
-               "mean_length": res["mean_length"], "episodes": res["episodes"]}
-        self._log("eval.csv", row, tb)
-        return row
-
 
 def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, episodes: int, seed: int) -> dict[str, Any]:
     """Episodes ``seed``, ``seed + 1``, ... in waves of ``envs.num_envs``; ``act(cond)`` gives

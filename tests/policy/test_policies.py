@@ -61,25 +61,31 @@ def test_trains_and_loss_falls(name, demo_data):
     assert actions.shape == (3, 4, 7) and np.all(np.isfinite(actions))
 
 
+def act_in_fresh_process(folder: Path, batch: dict, seed: int) -> np.ndarray:
+    """What the policy saved in ``folder`` does on ``batch`` when a new interpreter loads it."""
+    work = folder.parent
+    np.savez(work / "batch.npz", **{k.replace("/", "|"): v for k, v in batch.items() if k != "instruction"})
+    (work / "instr.txt").write_text("\n".join(batch["instruction"]))
+    script = (
+        "import numpy as np, torch, sys; from robot_rl.policy import load_policy; d, f, s = sys.argv[1:4]; "
+        "z=np.load(d+'/batch.npz'); b={k.replace('|','/'): z[k] for k in z.files}; "
+        "b['instruction']=open(d+'/instr.txt').read().split('\\n'); p=load_policy(f); "
+        "np.save(d+'/out.npy', p.act(b, generator=torch.Generator().manual_seed(int(s))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(work), str(folder), str(seed)], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return np.load(work / "out.npy")
+
+
 @pytest.mark.parametrize("name", CLONED)
 def test_saved_policy_acts_the_same_in_a_fresh_process(name, demo_data, tmp_path):
     policy = tiny_policy(name)
     policy.fit_normalizers(demo_data.all_steps("obs/state"), demo_data.all_steps("action"))
     batch = _batch(demo_data, policy, 2)
-    np.savez(tmp_path / "batch.npz", **{k.replace("/", "|"): v for k, v in batch.items() if k != "instruction"})
-    (tmp_path / "instr.txt").write_text("\n".join(batch["instruction"]))
     policy.save(tmp_path / "policy")
     expected = policy.act(batch, generator=torch.Generator().manual_seed(7))
-    script = (
-        "import numpy as np, torch, sys; from robot_rl.policy import load_policy; d=sys.argv[1]; "
-        "z=np.load(d+'/batch.npz'); b={k.replace('|','/'): z[k] for k in z.files}; "
-        "b['instruction']=open(d+'/instr.txt').read().split('\\n'); p=load_policy(d+'/policy'); "
-        "np.save(d+'/out.npy', p.act(b, generator=torch.Generator().manual_seed(7)))"
-    )
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(act_in_fresh_process(tmp_path / "policy", batch, 7), expected, rtol=1e-5, atol=1e-6)
     assert load_policy(tmp_path / "policy").config == policy.config
 
 

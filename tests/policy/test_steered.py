@@ -3,17 +3,13 @@ over each base that can be steered."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from robot_rl.core.errors import ConfigError
 from robot_rl.policy import SteeredPolicy, load_policy, make_policy
-from tests.policy.test_policies import ROOT, _batch, demo_data, tiny_policy  # noqa: F401 (a fixture)
+from tests.policy.test_policies import _batch, act_in_fresh_process, demo_data, tiny_policy  # noqa: F401 (a fixture)
 
 
 def _base(name: str, data):
@@ -37,18 +33,7 @@ def test_steered_policy_acts_and_reloads_in_a_fresh_process(base_name, mode, bes
     np.testing.assert_array_equal(actions, again)  # evaluation is deterministic for a given seed
     policy.save(tmp_path / "steered")
     assert (tmp_path / "steered" / "base" / "config.json").is_file()
-    np.savez(tmp_path / "batch.npz", **{k.replace("/", "|"): v for k, v in batch.items() if k != "instruction"})
-    (tmp_path / "instr.txt").write_text("\n".join(batch["instruction"]))
-    script = (
-        "import numpy as np, torch, sys; from robot_rl.policy import load_policy; d=sys.argv[1]; "
-        "z=np.load(d+'/batch.npz'); b={k.replace('|','/'): z[k] for k in z.files}; "
-        "b['instruction']=open(d+'/instr.txt').read().split('\\n'); p=load_policy(d+'/steered'); "
-        "np.save(d+'/out.npy', p.act(b, generator=torch.Generator().manual_seed(3)))"
-    )
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), actions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(act_in_fresh_process(tmp_path / "steered", batch, 3), actions, rtol=1e-5, atol=1e-6)
     assert load_policy(tmp_path / "steered").config == policy.config
 
 
