@@ -60,6 +60,13 @@ class ChunkLearnerConfig:
     """mode=noise: states per update on which the noise critic is distilled (each decodes a chunk)."""
     warmup_updates: int = 500
     """Critic updates on the demos before the first online decision."""
+    base_bc: float = 0.0
+    """Behaviour-cloning updates of the base policy's action head per env step, on the demos and the run's
+    successful episodes (filtered BC, as EXPO keeps its base policy learning by imitation), on the cached
+    features: the observation encoder stays frozen, so features and the critic stay valid. 0: the base
+    policy stays frozen."""
+    base_bc_lr: float = 1e-4
+    """Learning rate of those updates (AdamW)."""
 
     def validate(self) -> None:
         if self.backup not in ("td", "mc", "greedy"):
@@ -71,6 +78,8 @@ class ChunkLearnerConfig:
                              f"{self.target_candidates}, {self.eval_best_of}")
         if not 0.0 <= self.demo_fraction <= 1.0 or not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"demo_fraction and explore must be in [0, 1], got {self.demo_fraction}, {self.explore}")
+        if self.base_bc < 0 or self.base_bc_lr <= 0:
+            raise ValueError(f"base_bc must be >= 0 and base_bc_lr > 0, got {self.base_bc}, {self.base_bc_lr}")
         if self.utd <= 0 or self.batch_size < 1 or self.actor_every < 1:
             raise ValueError(f"utd, batch_size and actor_every must be positive, got {self.utd}, {self.batch_size}, "
                              f"{self.actor_every}")
@@ -91,6 +100,12 @@ class ChunkLearner(nn.Module):
         self.noise = NoiseActor(policy.heads["noise"], f, cfg.steering, cfg.critic) if cfg.mode == "noise" else None
         self.residual = ResidualActor(policy.heads["residual"], cfg.steering) if cfg.mode == "residual" else None
         self.updates = 0
+        self.base_opt: torch.optim.Optimizer | None = None
+        if cfg.base_bc > 0:
+            head = policy.base.head_parameters()
+            for p in head:
+                p.requires_grad_(True)
+            self.base_opt = torch.optim.AdamW(head, lr=cfg.base_bc_lr, weight_decay=1e-4)
 
     def q_mean(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.critic.value(features, action)
@@ -139,3 +154,17 @@ class ChunkLearner(nn.Module):
         elif self.residual is not None:
             metrics.update(self.residual.improve(self.q_mean, feats, batch["candidates"][:, 0]))
         return metrics
+
+    def imitate(self, features: torch.Tensor, chunks: torch.Tensor,
+                generator: torch.Generator | None = None) -> dict[str, float]:
+        """One behaviour-cloning step of the base policy's action head on (cached features, normalised full
+        chunks) of successful episodes."""
+        if self.base_opt is None:
+            raise ValueError("imitate needs base_bc > 0")
+        base = self.policy.base
+        loss = base.chunk_loss(features, chunks, generator)
+        self.base_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in self.base_opt.param_groups for p in g["params"]], 1.0)
+        self.base_opt.step()
+        return {"bc_loss": loss.item()}

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -223,17 +224,54 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if task is None:
             raise ConfigError("pass --task: the checkpoint does not record the task of its demos")
     env_cfg = env_config_for(policy, task, saved_env)
-    result = evaluate(policy, env_cfg, args.episodes, seed=args.seed if args.seed is not None else EVAL_SEED,
-                      steps=args.steps, temporal_ensemble=args.temporal_ensemble, video_dir=args.video,
-                      progress=not args.quiet and not args.json)
+    seed = args.seed if args.seed is not None else EVAL_SEED
+    if args.record:
+        result = _eval_recorded(policy, env_cfg, args, seed)
+    else:
+        result = evaluate(policy, env_cfg, args.episodes, seed=seed, steps=args.steps,
+                          temporal_ensemble=args.temporal_ensemble, video_dir=args.video,
+                          progress=not args.quiet and not args.json)
     if args.json:
         print(json.dumps(result))
     else:
         low, high = result["success_ci95"]
+        latency = f", {result['latency_ms']:.1f} ms per chunk" if "latency_ms" in result else ""
         print(f"{task}: success {result['success_rate']:.3f} (95% CI {low:.2f}-{high:.2f}) over "
-              f"{result['episodes']} episodes, mean length {result['mean_length']:.1f}, "
-              f"{result['latency_ms']:.1f} ms per chunk")
+              f"{result['episodes']} episodes, mean length {result['mean_length']:.1f}{latency}")
+        if args.record:
+            print(f"episodes committed to {args.record}")
     return 0
+
+
+def _eval_recorded(policy, env_cfg, args: argparse.Namespace, seed: int) -> dict:
+    """Evaluation in chunked vector envs that commits every episode to ``--record`` (a new store)."""
+    import torch
+
+    from robot_rl.config import config_to_dict
+    from robot_rl.replay.store import EpisodeStore
+    from robot_rl.runtime.rl import evaluate_chunked
+    from robot_rl.runtime.vec_env import ChunkVectorEnv
+
+    if args.temporal_ensemble is not None or args.video:
+        raise ConfigError("--record runs whole chunks in vector envs: drop --temporal-ensemble and --video")
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    if Path(args.record).exists():
+        raise ConfigError(f"{args.record} exists: --record writes a new store")
+    generator = torch.Generator().manual_seed(seed)
+    policy.eval()
+    EpisodeStore.create(args.record).close()
+    store = EpisodeStore.open(args.record, mode="a")
+    store.set_env_config(config_to_dict(env_cfg))
+    start = time.perf_counter()
+    try:
+        with ChunkVectorEnv(env_cfg, min(args.episodes, 16), args.workers) as envs, torch.no_grad():
+            result = evaluate_chunked(envs, lambda c: policy.sample(c, steps=args.steps, generator=generator),
+                                      policy, args.episodes, seed, store=store)
+    finally:
+        store.close()
+    result.update(task=env_cfg.task, record=str(args.record), wall_s=time.perf_counter() - start)
+    return result
 
 
 def _cmd_critic_train(args: argparse.Namespace) -> int:
@@ -422,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query every step and average chunks with weights exp(-M i) (ACT)")
     p.add_argument("--seed", type=int, default=None, help="first episode seed (default: held-out 1000000)")
     p.add_argument("--video", default=None, metavar="DIR", help="write one MP4 per episode here")
+    p.add_argument("--record", default=None, metavar="STORE",
+                   help="commit every episode to this new episode store (source: policy), e.g. for "
+                        "`robot-rl critic eval --rollouts STORE`; runs 16 envs in vector processes")
+    p.add_argument("--workers", type=int, default=2, help="env processes with --record (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_eval)

@@ -7,7 +7,11 @@ Frames of an episode are its T observations plus the final one (T+1 frames). Lab
   have no progress labels;
 - pairs (i, j) with several skips, in both directions, target p_j - p_i (so regress is learned);
   stagnation pairs (i, i) target 0; a mismatched instruction (another task's, or a distractor) targets
-  0 progress and not done; failed episodes give done = 0.
+  0 progress and not done; failed episodes give done = 0;
+- with ``label_failures`` every frame of a failed episode (a policy's own failed rollout, a near miss)
+  is labelled progress 0, so its pairs target delta 0: where a failed and a successful episode pass
+  through alike-looking frames the critic learns their average, the progress one can expect from there,
+  and a failed episode ends low instead of wherever its last frames resemble a success.
 """
 
 from __future__ import annotations
@@ -82,7 +86,9 @@ class PairSampler:
 
     KINDS = ("progress", "stagnation", "mismatch", "failed")
 
-    def __init__(self, episodes: list[EpisodeFrames], weights=(0.5, 0.1, 0.2, 0.2), seed: int = 0) -> None:
+    def __init__(self, episodes: list[EpisodeFrames], weights=(0.5, 0.1, 0.2, 0.2), seed: int = 0,
+                 label_failures: bool = True) -> None:
+        self.label_failures = label_failures
         self.successes = [e for e in episodes if e.progress is not None]
         self.failures = [e for e in episodes if e.progress is None]
         if not self.successes:
@@ -123,6 +129,8 @@ class PairSampler:
             if ep.progress is not None:
                 va, vb, vmask = float(ep.progress[i]), float(ep.progress[j]), True
                 delta = vb - va
+            elif self.label_failures:
+                vmask = True  # progress 0 at both frames, delta 0
             else:
                 dmask = kind == "stagnation"  # a failed episode's progress is unknown, but i == i is 0
             if kind == "mismatch":

@@ -101,6 +101,18 @@ class Policy(nn.Module):
         noise-space actor steers (DSRL)."""
         raise ConfigError(f"policy {self.name!r} cannot be steered in noise space: it has no noise -> chunk map")
 
+    def chunk_loss(self, cond: torch.Tensor, chunks: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """The cloning loss of normalised flat chunks (B, H*A) given condition vectors: what trains the action
+        head on cached features, with the observation encoder left as it is."""
+        raise ConfigError(f"policy {self.name!r} has no cloning loss on condition vectors")
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        """The action head's parameters: every parameter outside the observation encoder."""
+        encoder = getattr(self, "obs_encoder", None)
+        skip = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        return [p for p in self.parameters() if id(p) not in skip]
+
     # -------------------------------------------------------------------------------- shared
     @property
     def device(self) -> torch.device:

@@ -46,14 +46,17 @@ class DiffusionPolicy(Policy):
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         self.check_batch(batch, with_actions=True)
-        x0 = self.normalized_actions(batch)
-        cond = self.encode(batch)
-        t = torch.randint(0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
+        loss = self.chunk_loss(self.encode(batch), self.normalized_actions(batch))
+        return loss, {"loss": loss.item()}
+
+    def chunk_loss(self, cond: torch.Tensor, chunks: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        x0 = chunks
+        t = torch.randint(0, self.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
         ab = self.alpha_bars[t][:, None]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        loss = ((self.predict_noise(xt, t, cond) - noise) ** 2).mean()
-        return loss, {"loss": loss.item()}
+        return ((self.predict_noise(xt, t, cond) - noise) ** 2).mean()
 
     # -------------------------------------------------------------------------------- sampling
     def timesteps(self, steps: int | None = None) -> list[int]:

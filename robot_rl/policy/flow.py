@@ -58,10 +58,7 @@ class FlowPolicy(Policy):
         x0 = torch.randn_like(x1)
         n_sc = int(b * self.config.shortcut_fraction) if self.config.shortcut else 0
         # flow matching on rows n_sc..b (for shortcut models: step size 0)
-        t = torch.rand(b - n_sc, device=x1.device)
-        xt = (1 - t[:, None]) * x0[n_sc:] + t[:, None] * x1[n_sc:]
-        pred = self.velocity(xt, t, cond[n_sc:])
-        flow_loss = ((pred - (x1[n_sc:] - x0[n_sc:])) ** 2).mean()
+        flow_loss = self._flow_matching(cond[n_sc:], x1[n_sc:], x0[n_sc:], torch.rand(b - n_sc, device=x1.device))
         metrics = {"flow_loss": flow_loss.item()}
         loss = flow_loss
         if n_sc:
@@ -70,6 +67,16 @@ class FlowPolicy(Policy):
             metrics["shortcut_loss"] = sc_loss.item()
         metrics["loss"] = loss.item()
         return loss, metrics
+
+    def _flow_matching(self, cond: torch.Tensor, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+        return ((self.velocity(xt, t, cond) - (x1 - x0)) ** 2).mean()
+
+    def chunk_loss(self, cond: torch.Tensor, chunks: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        x0 = torch.randn(chunks.shape, generator=generator, device=chunks.device)
+        t = torch.rand(chunks.shape[0], generator=generator, device=chunks.device)
+        return self._flow_matching(cond, chunks, x0, t)
 
     def _self_consistency_loss(self, x0, x1, cond) -> torch.Tensor:
         """Two steps of size d must equal one step of size 2d (targets without gradient)."""

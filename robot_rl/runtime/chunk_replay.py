@@ -156,6 +156,7 @@ class ChunkReplay:
         self.ep_success: list[bool] = []
         self.ep_demo: list[bool] = []
         self._index: dict[bool, np.ndarray] | None = None
+        self._success_index: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, d: Derived, demo: bool) -> None:
         t = len(d.actions)
@@ -177,7 +178,7 @@ class ChunkReplay:
         self.ep_terminated.append(d.terminated)
         self.ep_success.append(d.success)
         self.ep_demo.append(demo)
-        self._index = None
+        self._index = self._success_index = None
 
     @property
     def num_steps(self) -> dict[str, int]:
@@ -189,6 +190,26 @@ class ChunkReplay:
             src = self.source_demo.view
             self._index = {True: np.flatnonzero(src), False: np.flatnonzero(~src)}
         return self._index[demo]
+
+    def sample_successes(self, batch: int, horizon: int, demo_fraction: float,
+                         rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
+        """Steps of successful episodes with the full ``horizon``-step chunk from each (normalised; past the
+        episode's end the last action repeats, as in pre-training): behaviour-cloning data. None while there
+        is none."""
+        if self._success_index is None:
+            success = np.asarray(self.ep_success, bool)[self.episode_of.view]
+            self._success_index = (np.flatnonzero(success & self.source_demo.view),
+                                   np.flatnonzero(success & ~self.source_demo.view))
+        demo_rows, online_rows = self._success_index
+        if not len(demo_rows) and not len(online_rows):
+            return None
+        n_demo = batch if not len(online_rows) else (0 if not len(demo_rows) else int(round(batch * demo_fraction)))
+        t = np.concatenate([rng.choice(demo_rows, n_demo) if n_demo else np.zeros(0, np.int64),
+                            rng.choice(online_rows, batch - n_demo) if batch - n_demo else np.zeros(0, np.int64)])
+        end = np.asarray(self.ep_end)[self.episode_of.view[t]]
+        idx = np.minimum(t[:, None] + np.arange(horizon)[None], end[:, None] - 1)
+        return {"features": torch.from_numpy(self.features.view[t]),
+                "chunks": torch.from_numpy(self.actions.view[idx].reshape(batch, -1))}
 
     def sample(self, batch: int, demo_fraction: float, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         demo_rows, online_rows = self._rows(True), self._rows(False)

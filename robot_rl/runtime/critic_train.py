@@ -43,6 +43,9 @@ class CriticTrainConfig:
     value_weight: float = 1.0
     """Weight of the per-frame progress loss beside the pair-delta loss."""
     done_weight: float = 1.0
+    label_failures: bool = True
+    """Label every frame of a failed episode progress 0 (delta 0 between its frames); False leaves failed
+    episodes without progress labels (done = 0 only)."""
     augment_shift: int = 4
     """Random-shift augmentation of every training image, in pixels (0 disables)."""
     holdout: float = 0.2
@@ -139,7 +142,7 @@ def train_critic(data: list[str], out: str | Path, cfg: CriticTrainConfig, resum
         meta = {"data": data, "split": split, "train": asdict(cfg), "critic": draccus.encode(critic_cfg)}
         (run / "critic_train.json").write_text(json.dumps(meta, indent=2))
     train_eps = _episodes_of(data, critic.config.cameras, split, "train")
-    sampler = PairSampler(train_eps, seed=cfg.seed)
+    sampler = PairSampler(train_eps, seed=cfg.seed, label_failures=cfg.label_failures)
     params = [p for p in critic.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))

@@ -6,9 +6,12 @@ Run folder::
 
     OUT/demos.zarr, OUT/failures.zarr   expert demos (with done frames) and failed rollouts
     OUT/bc/                             behaviour cloning run (see runtime/pretrain.py)
+    OUT/rollouts.zarr                   the cloned policy's own episodes: the critic's successes and failures
     OUT/critic/                         progress-critic run (see runtime/critic_train.py)
     OUT/rl/                             RL run (see runtime/rl.py); OUT/rl/policy is the fine-tuned policy
     OUT/eval_before.json, OUT/eval_after.json
+    OUT/eval_before.zarr                the held-out evaluation episodes of the cloned policy
+    OUT/critic_eval.json                the critic on those held-out episodes: does it rank success above failure?
     OUT/learning_curve.png              success against env steps, the BC level marked
     OUT/summary.json                    success_before, success_after, env_steps, wall_s, ...
 """
@@ -59,6 +62,10 @@ class TrainJobConfig:
     failures: DemoSpec = field(default_factory=lambda: DemoSpec(episodes=15, noise=1.0, seed=30_000,
                                                                   extra_steps=None, max_steps=40))
     """Failed rollouts (a very noisy expert) for the critic's negatives."""
+    rollouts: DemoSpec = field(default_factory=lambda: DemoSpec(episodes=48, seed=2_000_000, extra_steps=None))
+    """Episodes of the cloned policy itself (seeds apart from the held-out ones), labelled by the env's
+    success, for the critic: its failures are the negatives that matter (0 episodes: none). Only
+    ``episodes`` and ``seed`` apply."""
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=2000, warmup_steps=200))
     critic: CriticTrainConfig = field(default_factory=lambda: CriticTrainConfig(steps=1200))
     rl: RLConfig = field(default_factory=RLConfig)
@@ -90,28 +97,43 @@ def _collect(env: EnvConfig, spec: DemoSpec, path: Path, progress: bool) -> None
     print(f"collected {res.episodes} episodes into {path}: success rate {res.success_rate:.3f}")
 
 
-def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path) -> dict[str, Any]:
-    """Success of a saved policy as it acts (its own sampler and step count) on held-out seeds."""
+def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, episodes: int | None = None,
+              seed: int | None = None, record: Path | None = None) -> dict[str, Any]:
+    """Success of a saved policy as it acts (its own sampler and step count) on held-out seeds; with
+    ``record`` every episode is committed to that (new) store."""
+    from robot_rl.config import config_to_dict
     from robot_rl.policy import load_policy
+    from robot_rl.replay.store import EpisodeStore
     from robot_rl.runtime.evaluate import EVAL_SEED
     from robot_rl.runtime.rl import evaluate_chunked
     from robot_rl.runtime.vec_env import ChunkVectorEnv
 
-    if out.is_file():
+    episodes = cfg.eval_episodes if episodes is None else episodes
+    seed = EVAL_SEED if seed is None else seed
+    if out.is_file() and (record is None or record.exists()):
         saved = json.loads(out.read_text())
-        if saved.get("policy_dir") == str(policy_dir) and saved["episodes"] == cfg.eval_episodes:
+        if saved.get("policy_dir") == str(policy_dir) and saved["episodes"] == episodes:
             print(f"reusing {out}: success {saved['success_rate']:.3f}")
             return saved
     policy = load_policy(policy_dir).eval()
-    generator = torch.Generator().manual_seed(EVAL_SEED)
+    generator = torch.Generator().manual_seed(seed)
 
     def act(cond):
         return policy.sample(cond, generator=generator)
 
+    store = None
+    if record is not None:  # an interrupted recording is recorded again, whole
+        EpisodeStore.create(record, overwrite=record.exists()).close()
+        store = EpisodeStore.open(record, mode="a")
+        store.set_env_config(config_to_dict(env))
     workers = cfg.rl.workers if cfg.eval_workers is None else cfg.eval_workers
     start = time.perf_counter()
-    with ChunkVectorEnv(env, cfg.rl.num_envs, workers) as envs, torch.no_grad():
-        res = evaluate_chunked(envs, act, policy, cfg.eval_episodes, EVAL_SEED)
+    try:
+        with ChunkVectorEnv(env, cfg.rl.num_envs, workers) as envs, torch.no_grad():
+            res = evaluate_chunked(envs, act, policy, episodes, seed, store=store)
+    finally:
+        if store is not None:
+            store.close()
     res.update(policy_dir=str(policy_dir), wall_s=time.perf_counter() - start,
                sampling_steps=getattr(policy.config, "num_inference_steps", None))
     out.write_text(json.dumps(res, indent=2))
@@ -141,14 +163,14 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - t, 1)
         return result
 
-    _stage(f"1/6 demos: {cfg.demos.episodes} expert episodes of {cfg.env.task}")
+    _stage(f"1/7 demos: {cfg.demos.episodes} expert episodes of {cfg.env.task}")
     demos, failures = out / "demos.zarr", out / "failures.zarr"
     timed("demos", lambda: _collect(cfg.env, cfg.demos, demos, progress))
     needs_critic = cfg.rl.reward.needs_critic
     if needs_critic:
         timed("failures", lambda: _collect(cfg.env, cfg.failures, failures, progress))
 
-    _stage(f"2/6 behaviour cloning: {cfg.policy}, {cfg.pretrain.steps} steps")
+    _stage(f"2/7 behaviour cloning: {cfg.policy}, {cfg.pretrain.steps} steps")
     bc = out / "bc"
     resume = (bc / "pretrain.json").is_file()
     trainer = Pretrainer(cfg.policy, [str(demos)], bc, cfg.pretrain, resume=resume, progress=progress)
@@ -157,25 +179,35 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
     else:
         timed("pretrain", trainer.train)
 
-    critic_dir = None
+    rl_env = copy.deepcopy(cfg.env)
+    rl_env.terminate_on_success = True
+    critic_dir, critic_data = None, [str(demos), str(failures)]
     if needs_critic:
-        _stage(f"3/6 progress critic: {cfg.critic.steps} steps")
+        rollouts = out / "rollouts.zarr"
+        if cfg.rollouts.episodes > 0:
+            _stage(f"3/7 the cloned policy's own episodes for the critic: {cfg.rollouts.episodes}")
+            timed("rollouts", lambda: _evaluate(bc / "policy", rl_env, cfg, out / "rollouts.json",
+                                                cfg.rollouts.episodes, cfg.rollouts.seed, record=rollouts))
+            critic_data.append(str(rollouts))
+        _stage(f"4/7 progress critic: {cfg.critic.steps} steps")
         critic_run = out / "critic"
         state = critic_run / "train_state.pt"
         done_steps = int(torch.load(state, weights_only=True)["step"]) if state.is_file() else 0
         if done_steps >= cfg.critic.steps:
             print(f"reusing {critic_run} (step {done_steps})")
         else:
-            timed("critic", lambda: train_critic([str(demos), str(failures)], critic_run, cfg.critic,
+            timed("critic", lambda: train_critic(critic_data, critic_run, cfg.critic,
                                                  resume=state.is_file(), progress=progress))
         critic_dir = critic_run / "critic"
 
-    rl_env = copy.deepcopy(cfg.env)
-    rl_env.terminate_on_success = True
-    _stage("4/6 evaluation of the BC policy")
-    before = timed("eval_before", lambda: _evaluate(bc / "policy", rl_env, cfg, out / "eval_before.json"))
+    _stage("5/7 evaluation of the BC policy")
+    record = out / "eval_before.zarr" if needs_critic else None
+    before = timed("eval_before", lambda: _evaluate(bc / "policy", rl_env, cfg, out / "eval_before.json",
+                                                    record=record))
+    critic_check = timed("critic_check", lambda: _check_critic(critic_dir, record, out / "critic_eval.json")) \
+        if critic_dir is not None else None
 
-    _stage(f"5/6 RL fine-tuning: {cfg.rl.algo}, reward {cfg.rl.reward.kind}, {cfg.rl.iterations} iterations")
+    _stage(f"6/7 RL fine-tuning: {cfg.rl.algo}, reward {cfg.rl.reward.kind}, {cfg.rl.iterations} iterations")
     rl_run = out / "rl"
     trainer_cls = ChunkRLTrainer if cfg.rl.algo == "chunk" else RLTrainer
     rl = trainer_cls(bc / "policy", rl_env, rl_run, cfg.rl, critic_dir=critic_dir, demos=[str(demos)],
@@ -185,7 +217,7 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
     else:
         timed("rl", rl.train)
 
-    _stage("6/6 evaluation of the fine-tuned policy")
+    _stage("7/7 evaluation of the fine-tuned policy")
     after = timed("eval_after", lambda: _evaluate(rl_run / "policy", rl_env, cfg, out / "eval_after.json"))
     curve = plot_learning_curve(rl_run, before["success_rate"], out / "learning_curve.png")
     summary = {
@@ -196,6 +228,7 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
         "eval_episodes": cfg.eval_episodes, "env_steps": rl.env_steps, "rl_iterations": rl.iteration,
         "wall_s": round(time.perf_counter() - start, 1), "stage_s": timings,
         "learning_curve": str(curve) if curve else None, "policy_dir": str(rl_run / "policy"),
+        "critic_on_cloned_rollouts": critic_check,
     }
     if (out / "summary.json").is_file():  # a resumed job: wall time adds up over its sessions
         prev = json.loads((out / "summary.json").read_text())
@@ -205,6 +238,25 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
           f"({summary['improvement_points']:+.1f} points) after {rl.env_steps} env steps; "
           f"summary in {out / 'summary.json'}")
     return summary
+
+
+def _check_critic(critic_dir: Path, rollouts: Path, out: Path) -> dict[str, Any]:
+    """The critic on the cloned policy's held-out episodes: AUROC of the final value (successes over
+    failures), the done head's false positives on failures, a failure's return relative to a success's."""
+    from robot_rl.runtime.critic_train import eval_critic
+
+    if out.is_file():
+        saved = json.loads(out.read_text())
+        if saved.get("critic") == str(critic_dir) and saved.get("rollouts") == str(rollouts):
+            return saved
+    res = eval_critic(critic_dir, None, [str(rollouts)])
+    res = {"critic": str(critic_dir), "rollouts": str(rollouts),
+           **{k.removeprefix("rollout_"): v for k, v in res.items()}}
+    out.write_text(json.dumps(res, indent=2))
+    print(f"critic on the held-out episodes ({res['successes']} successes, {res['failures']} failures): "
+          f"final-value AUROC {res['final_value_auroc']:.3f}, done fires on {res['done_fpr_failed']:.0%} of "
+          f"failures, a failure's return {res['failed_return_ratio']:.2f} of a success's")
+    return res
 
 
 def plot_learning_curve(rl_run: Path, bc_success: float, out: Path) -> Path | None:

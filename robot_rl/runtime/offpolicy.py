@@ -33,7 +33,6 @@ from tqdm import tqdm
 from robot_rl.algos.offpolicy import ChunkLearner
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
-from robot_rl.core.schema import Episode, EpisodeMeta
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
@@ -42,42 +41,10 @@ from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.chunk_replay import ChunkFeaturizer, ChunkReplay, until_first_success
 from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows
 from robot_rl.runtime.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
-from robot_rl.runtime.vec_env import ChunkResult, ChunkVectorEnv
+from robot_rl.runtime.rollouts import EpisodeAssembler
+from robot_rl.runtime.vec_env import ChunkVectorEnv
 
 DEMO_SEED, ONLINE_SEED = 7_000_000, 8_000_000  # candidate-noise seeds of derived data (rebuilt identically)
-
-
-class EpisodeAssembler:
-    """The steps of one env's episode in flight, from chunk traces."""
-
-    def __init__(self, task: str, instruction: str) -> None:
-        self.task, self.instruction = task, instruction
-        self.obs: list[dict[str, Any]] = []
-        self.current: dict[str, Any] | None = None
-        self.steps: dict[str, list] = {}
-
-    def start(self, obs: dict[str, Any]) -> None:
-        self.current, self.obs = obs, []
-        self.steps = {k: [] for k in ("action", "reward", "terminated", "truncated", "success", "version")}
-
-    def add(self, actions: np.ndarray, result: ChunkResult, version: int) -> Episode | None:
-        """The executed part of a chunk; the finished episode when it ended."""
-        trace = result.trace
-        for i in range(result.steps):
-            self.obs.append(self.current)
-            self.current = trace["obs"][i]
-            for key in ("reward", "terminated", "truncated", "success"):
-                self.steps[key].append(trace[key][i])
-            self.steps["action"].append(actions[i])
-            self.steps["version"].append(version)
-        if not result.ended:
-            return None
-        s = self.steps
-        meta = EpisodeMeta(task=self.task, instruction=self.instruction, success=any(s["success"]), source="policy")
-        ep = Episode.from_steps(self.obs, s["action"], s["reward"], s["terminated"], s["truncated"], s["success"],
-                                self.current, meta, policy_versions=s["version"])
-        self.start(result.obs)
-        return ep
 
 
 class ChunkRLTrainer(RunLog):
@@ -191,7 +158,11 @@ class ChunkRLTrainer(RunLog):
                         alpha=lr.noise.alpha_opt.state_dict())
         if lr.residual is not None:
             opts["actor"] = lr.residual.optimizer.state_dict()
-        return {"learner": {k: v for k, v in lr.state_dict().items() if not k.startswith("policy.")},
+        base = {}
+        if lr.base_opt is not None:  # the base's action head learns too: its weights are part of the commit
+            opts["base"] = lr.base_opt.state_dict()
+            base = {k: v for k, v in self.policy.base.state_dict().items()}
+        return {"base": base, "learner": {k: v for k, v in lr.state_dict().items() if not k.startswith("policy.")},
                 "optimizers": opts, "updates": lr.updates, "iteration": self.iteration,
                 "env_steps": int(self.env_steps), "episodes": self.episodes,
                 "env_episodes": None if self.env_episodes is None else [int(e) for e in self.env_episodes],
@@ -226,6 +197,12 @@ class ChunkRLTrainer(RunLog):
             lr.noise.alpha_opt.load_state_dict(opts["alpha"])
         if lr.residual is not None:
             lr.residual.optimizer.load_state_dict(opts["actor"])
+        if lr.base_opt is not None:
+            if not state.get("base"):
+                raise ConfigError(f"{path} was saved with a frozen base policy; this run clones it further "
+                                  "(rl.chunk.base_bc > 0): resume with the run's own settings")
+            self.policy.base.load_state_dict(state["base"])
+            lr.base_opt.load_state_dict(opts["base"])
         lr.updates, self.iteration, self.env_steps = state["updates"], state["iteration"], state["env_steps"]
         self.env_episodes = state["env_episodes"]
         self.generator.set_state(state["torch_rng"])
@@ -283,6 +260,18 @@ class ChunkRLTrainer(RunLog):
         self.learner.eval()
         return {k: v / max(updates, 1) for k, v in sums.items()}
 
+    def imitate(self, updates: int) -> dict[str, float]:
+        """Behaviour cloning of the base policy's action head on the demos and successful online episodes."""
+        losses = []
+        horizon = self.policy.base.config.horizon
+        for _ in range(updates):
+            batch = self.replay.sample_successes(self.cc.batch_size, horizon, self.cc.demo_fraction, self.np_rng)
+            if batch is None:
+                break
+            losses.append(self.learner.imitate(batch["features"], batch["chunks"], self.generator)["bc_loss"])
+        self.policy.base.eval()
+        return {"bc_loss": float(np.mean(losses))} if losses else {}
+
     @torch.no_grad()
     def evaluate(self, envs: ChunkVectorEnv, episodes: int, seed: int = EVAL_SEED) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(seed)
@@ -324,6 +313,8 @@ class ChunkRLTrainer(RunLog):
                 t1 = time.perf_counter()
                 self.env_steps += rollout["steps"]
                 metrics = self.learn(max(1, round(cc.utd * rollout["steps"])))
+                if cc.base_bc > 0:
+                    metrics.update(self.imitate(max(1, round(cc.base_bc * rollout["steps"]))))
                 t2 = time.perf_counter()
                 self.iteration += 1
                 wins = rollout["finished"]

@@ -40,12 +40,15 @@ from robot_rl.algos.reinflow import ReinFlowActor, ReinFlowConfig
 from robot_rl.algos.rewards import RND, RewardConfig, combine_rewards
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
+from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
 from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
 from robot_rl.policy.base import to_tensor
+from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows, wilson_interval
+from robot_rl.runtime.rollouts import EpisodeAssembler
 from robot_rl.runtime.vec_env import ChunkVectorEnv
 
 TRAIN_SEED = 2_000_000  # training episodes: apart from demos (0...) and evaluation (1,000,000...)
@@ -488,32 +491,42 @@ class RLTrainer(RunLog):
         return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                 "wall_s": time.perf_counter() - start, "last_eval": last_eval, "run": str(self.run)}
 
-def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, episodes: int, seed: int) -> dict[str, Any]:
+def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, episodes: int, seed: int,
+                     store: EpisodeStore | None = None) -> dict[str, Any]:
     """Episodes ``seed``, ``seed + 1``, ... in waves of ``envs.num_envs``; ``act(cond)`` gives
-    normalised chunks."""
+    normalised chunks. With ``store`` (open for appending) every episode is committed to it, in seed
+    order (``source: policy``), e.g. to evaluate a critic on the policy's own rollouts."""
     n = envs.num_envs
+    task = get_task(envs.env_config.task)
     successes, lengths = [], []
     for wave in range(0, episodes, n):
         count = min(n, episodes - wave)
         seeds = [seed + wave + i if i < count else seed + wave + i + 10**8 for i in range(n)]
         obs = envs.reset(seeds)
-        hist = ObservationWindows(n, policy.config.n_obs_steps, get_task(envs.env_config.task).instruction)
+        hist = ObservationWindows(n, policy.config.n_obs_steps, task.instruction)
+        asm = [EpisodeAssembler(task.name, task.instruction) for _ in range(n)]
+        done: dict[int, Episode] = {}
         for i, o in enumerate(obs):
             hist.start(i, o)
+            asm[i].start(o)
         active = [i < count for i in range(n)]
         length = [0] * n
         while any(active):
             chunks = action_chunks(policy, act(policy.encode(hist.batch())))
-            results = envs.step_chunks(list(chunks), active=active, auto_reset=False)
+            results = envs.step_chunks(list(chunks), active=active, auto_reset=False, record=store is not None)
             for i, r in enumerate(results):
                 if r is None:
                     continue
                 length[i] += r.steps
                 hist.push(i, r.obs)
+                if store is not None and (ep := asm[i].add(chunks[i], r, 0)) is not None:
+                    done[i] = ep
                 if r.ended:
                     active[i] = False
                     successes.append(bool(r.success))
                     lengths.append(length[i])
+        for i in sorted(done):
+            store.append(done[i])
     k = sum(successes)
     low, high = wilson_interval(k, len(successes))
     return {"episodes": len(successes), "success_rate": k / len(successes), "success_ci95": [low, high],

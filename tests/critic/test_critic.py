@@ -63,7 +63,12 @@ def test_labels_on_a_hand_made_store(tmp_path):
     assert [len(e.done) for e in episodes] == [5, 4, 3]
     assert episodes[0].frames["front"][4, 0, 0, 0] == 4  # the final observation is frame T
 
-    sampler = PairSampler(episodes, seed=0)
+    for label_failures in (True, False):
+        _check_pairs(episodes, label_failures)
+
+
+def _check_pairs(episodes, label_failures: bool) -> None:
+    sampler = PairSampler(episodes, seed=0, label_failures=label_failures)
     batch = sampler.sample(400)
     seen = set()
     for k in range(400):
@@ -83,7 +88,12 @@ def test_labels_on_a_hand_made_store(tmp_path):
             assert i == j and batch.delta[k] == 0 and batch.delta_mask[k]
         if truth.progress is None:
             assert kind in ("failed", "stagnation")
-            assert not batch.value_mask[k]
+            if label_failures:  # every frame of a failed episode is progress 0
+                assert batch.value_mask[k] and batch.delta_mask[k]
+                assert batch.value_a[k] == 0 and batch.value_b[k] == 0 and batch.delta[k] == 0
+            else:
+                assert not batch.value_mask[k]
+                assert batch.delta_mask[k] == (kind == "stagnation")
         else:
             assert batch.delta[k] == pytest.approx(truth.progress[j] - truth.progress[i])
             assert batch.value_b[k] == pytest.approx(truth.progress[j])

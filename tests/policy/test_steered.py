@@ -64,3 +64,34 @@ def test_noise_steering_feeds_the_heads_noise_to_the_frozen_base(demo_data):  # 
 def test_a_steered_policy_needs_a_base():
     with pytest.raises(ConfigError, match="base policy"):
         make_policy("steered", feature_dim=8)
+
+
+@pytest.mark.parametrize("base_name", ["flow", "diffusion"])
+def test_base_cloning_trains_the_action_head_on_cached_features_only(base_name, demo_data):  # noqa: F811
+    from robot_rl.algos.offpolicy import ChunkLearner, ChunkLearnerConfig
+
+    base = _base(base_name, demo_data)
+    policy = SteeredPolicy.wrap(base, mode="base", q_hidden_dim=32, q_ensemble=3)
+    learner = ChunkLearner(policy, ChunkLearnerConfig(mode="base", base_bc=1.0, base_bc_lr=1e-3))
+    batch = _batch(demo_data, policy, 32)
+    with torch.no_grad():
+        feats = base.encode(batch)
+    chunks = torch.randn(32, base.chunk_dim).clamp(-1, 1)  # chunks unlike what the base was trained on
+    encoder = {k: v.clone() for k, v in base.obs_encoder.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(np.mean([base.chunk_loss(feats, chunks, torch.Generator().manual_seed(s)).item()
+                                  for s in range(8)]))
+
+    before = loss()
+    for _ in range(60):
+        learner.imitate(feats, chunks, g)
+    assert loss() < 0.7 * before
+    for k, v in base.obs_encoder.state_dict().items():  # cached features stay valid
+        torch.testing.assert_close(v, encoder[k])
+    frozen = ChunkLearner(SteeredPolicy.wrap(_base(base_name, demo_data), mode="base", q_hidden_dim=32,
+                                             q_ensemble=3), ChunkLearnerConfig(mode="base"))
+    with pytest.raises(ValueError, match="base_bc"):
+        frozen.imitate(feats, chunks)

@@ -72,6 +72,23 @@ def test_replay_returns_to_go_are_discounted_sums_within_an_episode():
         assert ret == pytest.approx(float(replay.returns.view[int(f0) if f0 < 100 else 3 + int(f0 - 100)]))
 
 
+def test_replay_cloning_data_comes_from_successful_episodes_with_full_chunks():
+    replay = ChunkReplay(F, A, H, N)
+    replay.add(_derived(5, 0.0, terminated=True), demo=True)  # a success
+    replay.add(_derived(4, 100.0, terminated=False), demo=False)  # a failure: never cloned
+    assert replay.sample_successes(8, 4, 0.5, np.random.default_rng(0)) is not None
+    replay.add(_derived(6, 200.0, terminated=True), demo=False)  # an online success
+    rng = np.random.default_rng(0)
+    b = replay.sample_successes(400, 4, 0.5, rng)
+    assert b["chunks"].shape == (400, 4 * A)
+    starts = b["features"][:, 0].numpy()
+    assert not ((starts >= 100) & (starts < 200)).any()
+    assert 150 < (starts < 100).sum() < 250  # half from the demos
+    for f0, chunk in zip(starts, b["chunks"].numpy().reshape(400, 4, A)[:, :, 0]):
+        last = 4.0 if f0 < 100 else 205.0  # past the end the last action repeats
+        np.testing.assert_allclose(chunk, np.minimum(f0 + np.arange(4), last))
+
+
 def _tiny_chunk_run(out, *extra, wait=True):
     return _train(out, "--rl.algo=chunk", "--env.max_steps=16", "--demos.max_steps=100",
                   "--rl.chunk.warmup_updates=10", "--rl.chunk.batch_size=32",

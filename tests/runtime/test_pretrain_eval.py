@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from robot_rl.policy import load_policy
+from robot_rl.replay.store import EpisodeStore
 from tests.cli.test_cli import assert_clean_error, run
 
 TINY = ["--policy.hidden_dim=64", "--policy.n_blocks=1", "--policy.image_feature_dim=16", "--policy.horizon=4",
@@ -45,6 +46,21 @@ def test_pretrain_resume_and_eval(tmp_path, push_store):
     te = json.loads(run("eval", "--checkpoint", str(out), "--episodes", "1", "--json",
                         "--temporal-ensemble", "0.1", "--steps", "2").stdout)
     assert te["temporal_ensemble"] == 0.1 and te["sampling_steps"] == 2
+
+    # --record commits the policy's own episodes, outcome included, for the critic's checks
+    rec = tmp_path / "rollouts.zarr"
+    recorded = json.loads(run("eval", "--checkpoint", str(out), "--episodes", "3", "--json", "--workers", "1",
+                              "--record", str(rec)).stdout)
+    with EpisodeStore.open(rec) as store:
+        assert store.num_episodes == 3
+        store.verify()
+        assert {str(x) for x in store.episode_field("source")} == {"policy"}
+        assert [bool(x) for x in store.episode_field("success")].count(True) == round(3 * recorded["success_rate"])
+        lengths = [len(store.episode(i)) for i in range(3)]
+        assert np.mean(lengths) == pytest.approx(recorded["mean_length"])  # every step of every episode
+        assert store.env_config["task"] == "push"
+    assert_clean_error(run("eval", "--checkpoint", str(out), "--episodes", "1", "--record", str(rec),
+                           check=False), "exists")
 
 
 @pytest.mark.parametrize("policy", ["shortcut", "diffusion", "vla"])

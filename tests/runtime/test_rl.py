@@ -22,6 +22,7 @@ from robot_rl.runtime.vec_env import ChunkVectorEnv
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--env.image_size=32", "--demos.episodes=4", "--failures.episodes=2", "--failures.max_steps=10",
+    "--rollouts.episodes=2",
     "--pretrain.steps=30", "--pretrain.warmup_steps=5", "--pretrain.batch_size=16",
     "--pretrain.policy={hidden_dim: 64, n_blocks: 1}",
     "--critic.steps=8", "--critic.batch_size=4", "--critic.critic={backbone_preset: tiny}",
@@ -105,6 +106,17 @@ def test_train_job_runs_resumes_after_a_crash_and_continues(tmp_path):
     for key in ("success_before", "success_after", "env_steps", "wall_s"):
         assert key in summary
     assert summary["rl_iterations"] == 6
+    # the critic learned from the cloned policy's own episodes and was checked on its held-out ones
+    from robot_rl.replay.store import EpisodeStore
+    for name, n in (("rollouts.zarr", 2), ("eval_before.zarr", 2)):
+        with EpisodeStore.open(out / name) as store:
+            assert store.num_episodes == n
+            store.verify()
+            assert {str(x) for x in store.episode_field("source")} == {"policy"}
+    critic_data = json.loads((out / "critic" / "critic_train.json").read_text())["data"]
+    assert critic_data[2] == str((out / "rollouts.zarr").resolve())
+    check = summary["critic_on_cloned_rollouts"]
+    assert check["rollouts"] == 2 and check == json.loads((out / "critic_eval.json").read_text())
     rows = _rows(out / "rl" / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == list(range(1, 7))  # nothing lost, nothing twice
     steps = [int(r["env_steps"]) for r in rows]

@@ -1,0 +1,45 @@
+"""Episodes of a policy's own rollouts, assembled from the per-step traces of chunked vector envs, so
+that evaluation and online collection commit the same records to an episode store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from robot_rl.core.schema import Episode, EpisodeMeta
+from robot_rl.runtime.vec_env import ChunkResult
+
+
+class EpisodeAssembler:
+    """The steps of one env's episode in flight, from chunk traces."""
+
+    def __init__(self, task: str, instruction: str, source: str = "policy") -> None:
+        self.task, self.instruction, self.source = task, instruction, source
+        self.obs: list[dict[str, Any]] = []
+        self.current: dict[str, Any] | None = None
+        self.steps: dict[str, list] = {}
+
+    def start(self, obs: dict[str, Any]) -> None:
+        self.current, self.obs = obs, []
+        self.steps = {k: [] for k in ("action", "reward", "terminated", "truncated", "success", "version")}
+
+    def add(self, actions: np.ndarray, result: ChunkResult, version: int) -> Episode | None:
+        """The executed part of a chunk; the finished episode when it ended."""
+        trace = result.trace
+        for i in range(result.steps):
+            self.obs.append(self.current)
+            self.current = trace["obs"][i]
+            for key in ("reward", "terminated", "truncated", "success"):
+                self.steps[key].append(trace[key][i])
+            self.steps["action"].append(actions[i])
+            self.steps["version"].append(version)
+        if not result.ended:
+            return None
+        s = self.steps
+        meta = EpisodeMeta(task=self.task, instruction=self.instruction, success=any(s["success"]),
+                           source=self.source)
+        ep = Episode.from_steps(self.obs, s["action"], s["reward"], s["terminated"], s["truncated"], s["success"],
+                                self.current, meta, policy_versions=s["version"])
+        self.start(result.obs)
+        return ep
