@@ -102,12 +102,14 @@ class PairSampler:
         self.other = {i: [x for x in instructions + DISTRACTORS if x != i] for i in instructions}
         self.rng = np.random.default_rng(seed)
 
-    def _pair_indices(self, length: int, done_frame: int | None) -> tuple[int, int]:
+    def _pair_indices(self, length: int, done_frame: int | None, failed: bool = False) -> tuple[int, int]:
         rng = self.rng
         skip = int(rng.choice(SKIPS))
         i = int(rng.integers(0, length))
         if done_frame is not None and rng.random() < 0.25:  # balance done labels: end on a done frame
             j = int(rng.integers(done_frame, length))
+        elif failed and rng.random() < 0.25:  # a failure's last frames: the near misses the done head must reject
+            j = int(rng.integers(max(0, length - 4), length))
         else:
             j = int(np.clip(i + skip * rng.choice([-1, 1]), 0, length - 1))
         return i, j
@@ -122,7 +124,7 @@ class PairSampler:
                 pool = self.failures
             ep = pool[rng.integers(len(pool))]
             length = len(ep.done)
-            i, j = self._pair_indices(length, ep.first_done)
+            i, j = self._pair_indices(length, ep.first_done, failed=ep.progress is None)
             if kind == "stagnation":
                 j = i
             instr, delta, dmask, va, vb, vmask, done = ep.instruction, 0.0, True, 0.0, 0.0, False, bool(ep.done[j])
