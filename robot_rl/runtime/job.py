@@ -138,7 +138,7 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
                sampling_steps=getattr(policy.config, "num_inference_steps", None))
     out.write_text(json.dumps(res, indent=2))
     print(f"success {res['success_rate']:.3f} (95% CI {res['success_ci95'][0]:.2f}-{res['success_ci95'][1]:.2f}) "
-          f"over {res['episodes']} held-out episodes")
+          f"over {res['episodes']} episodes (seeds from {seed}" + (", held out)" if seed == EVAL_SEED else ")"))
     return res
 
 
