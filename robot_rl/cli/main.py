@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -245,12 +244,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_recorded(policy, env_cfg, args: argparse.Namespace, seed: int) -> dict:
     """Evaluation in chunked vector envs that commits every episode to ``--record`` (a new store)."""
-    import torch
-
-    from robot_rl.config import config_to_dict
-    from robot_rl.replay.store import EpisodeStore
-    from robot_rl.runtime.rl import evaluate_chunked
-    from robot_rl.runtime.vec_env import ChunkVectorEnv
+    from robot_rl.runtime.rl import evaluate_saved
 
     if args.temporal_ensemble is not None or args.video:
         raise ConfigError("--record runs whole chunks in vector envs: drop --temporal-ensemble and --video")
@@ -258,19 +252,9 @@ def _eval_recorded(policy, env_cfg, args: argparse.Namespace, seed: int) -> dict
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     if Path(args.record).exists():
         raise ConfigError(f"{args.record} exists: --record writes a new store")
-    generator = torch.Generator().manual_seed(seed)
-    policy.eval()
-    EpisodeStore.create(args.record).close()
-    store = EpisodeStore.open(args.record, mode="a")
-    store.set_env_config(config_to_dict(env_cfg))
-    start = time.perf_counter()
-    try:
-        with ChunkVectorEnv(env_cfg, min(args.episodes, 16), args.workers) as envs, torch.no_grad():
-            result = evaluate_chunked(envs, lambda c: policy.sample(c, steps=args.steps, generator=generator),
-                                      policy, args.episodes, seed, store=store)
-    finally:
-        store.close()
-    result.update(task=env_cfg.task, record=str(args.record), wall_s=time.perf_counter() - start)
+    result = evaluate_saved(policy, env_cfg, args.episodes, seed, min(args.episodes, 16), args.workers,
+                            record=Path(args.record), steps=args.steps)
+    result.update(task=env_cfg.task, record=str(args.record))
     return result
 
 

@@ -10,6 +10,7 @@ import torch
 
 from robot_rl.critic.dataset import DISTRACTORS, EpisodeFrames
 from robot_rl.critic.model import ProgressCritic
+from robot_rl.critic.reward import CriticReward
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -99,20 +100,6 @@ def pair_latency_ms(critic: ProgressCritic, episode: EpisodeFrames, repeats: int
     return 1000 * float(np.median(times))
 
 
-@torch.no_grad()
-def frame_values(critic: ProgressCritic, frames: dict[str, np.ndarray], instruction: str,
-                 batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Progress value and done probability of every frame of one episode."""
-    n = len(next(iter(frames.values())))
-    values, dones = [], []
-    for s in range(0, n, batch):
-        part = {c: v[s : s + batch] for c, v in frames.items()}
-        value, done_logit = critic.heads(critic.encode(part, [instruction] * len(part[critic.config.cameras[0]])))
-        values.append(value.cpu().numpy())
-        dones.append(torch.sigmoid(done_logit).cpu().numpy())
-    return np.concatenate(values), np.concatenate(dones)
-
-
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
     """P(a positive scores above a negative), ties counting half (the Mann-Whitney U statistic)."""
     pos, neg = np.asarray(scores_pos, float), np.asarray(scores_neg, float)
@@ -133,7 +120,7 @@ def evaluate_on_rollouts(critic: ProgressCritic, episodes: list[EpisodeFrames]) 
     final, fired, success = [], [], []
     for ep in episodes:
         # a pair's delta is the difference of its frames' values: one backbone pass per frame suffices
-        values, dones = frame_values(critic, ep.frames, ep.instruction)
+        values, dones = CriticReward(critic).score_frames(ep.frames, ep.instruction)
         final.append(float(values[-1] - values[0]))
         fired.append(bool((dones[1:] > critic.config.done_threshold).any()))
         success.append(ep.progress is not None)

@@ -137,6 +137,14 @@ class ChunkFeaturizer:
                        success=bool(ep.success.any()))
 
 
+def _draw(demo_rows: np.ndarray, online_rows: np.ndarray, batch: int, demo_fraction: float,
+          rng: np.random.Generator) -> np.ndarray:
+    """``batch`` rows, ``demo_fraction`` of them demo rows (all from one side while the other is empty)."""
+    n_demo = batch if not len(online_rows) else (0 if not len(demo_rows) else int(round(batch * demo_fraction)))
+    return np.concatenate([rng.choice(demo_rows, n_demo) if n_demo else np.zeros(0, np.int64),
+                           rng.choice(online_rows, batch - n_demo) if batch - n_demo else np.zeros(0, np.int64)])
+
+
 class ChunkReplay:
     """Steps of demo and online episodes; samples chunk decisions with a fixed demo fraction."""
 
@@ -203,19 +211,14 @@ class ChunkReplay:
         demo_rows, online_rows = self._success_index
         if not len(demo_rows) and not len(online_rows):
             return None
-        n_demo = batch if not len(online_rows) else (0 if not len(demo_rows) else int(round(batch * demo_fraction)))
-        t = np.concatenate([rng.choice(demo_rows, n_demo) if n_demo else np.zeros(0, np.int64),
-                            rng.choice(online_rows, batch - n_demo) if batch - n_demo else np.zeros(0, np.int64)])
+        t = _draw(demo_rows, online_rows, batch, demo_fraction, rng)
         end = np.asarray(self.ep_end)[self.episode_of.view[t]]
         idx = np.minimum(t[:, None] + np.arange(horizon)[None], end[:, None] - 1)
         return {"features": torch.from_numpy(self.features.view[t]),
                 "chunks": torch.from_numpy(self.actions.view[idx].reshape(batch, -1))}
 
     def sample(self, batch: int, demo_fraction: float, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        demo_rows, online_rows = self._rows(True), self._rows(False)
-        n_demo = batch if not len(online_rows) else (0 if not len(demo_rows) else int(round(batch * demo_fraction)))
-        t = np.concatenate([rng.choice(demo_rows, n_demo) if n_demo else np.zeros(0, np.int64),
-                            rng.choice(online_rows, batch - n_demo) if batch - n_demo else np.zeros(0, np.int64)])
+        t = _draw(self._rows(True), self._rows(False), batch, demo_fraction, rng)
         ep = self.episode_of.view[t]
         end = np.asarray(self.ep_end)[ep]
         idx = t[:, None] + np.arange(self.h)[None]

@@ -101,12 +101,9 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
               seed: int | None = None, record: Path | None = None) -> dict[str, Any]:
     """Success of a saved policy as it acts (its own sampler and step count) on held-out seeds; with
     ``record`` every episode is committed to that (new) store."""
-    from robot_rl.config import config_to_dict
     from robot_rl.policy import load_policy
-    from robot_rl.replay.store import EpisodeStore
     from robot_rl.runtime.evaluate import EVAL_SEED
-    from robot_rl.runtime.rl import evaluate_chunked
-    from robot_rl.runtime.vec_env import ChunkVectorEnv
+    from robot_rl.runtime.rl import evaluate_saved
 
     episodes = cfg.eval_episodes if episodes is None else episodes
     seed = EVAL_SEED if seed is None else seed
@@ -115,26 +112,12 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
         if saved.get("policy_dir") == str(policy_dir) and saved["episodes"] == episodes:
             print(f"reusing {out}: success {saved['success_rate']:.3f}")
             return saved
-    policy = load_policy(policy_dir).eval()
-    generator = torch.Generator().manual_seed(seed)
-
-    def act(cond):
-        return policy.sample(cond, generator=generator)
-
-    store = None
-    if record is not None:  # an interrupted recording is recorded again, whole
-        EpisodeStore.create(record, overwrite=record.exists()).close()
-        store = EpisodeStore.open(record, mode="a")
-        store.set_env_config(config_to_dict(env))
+    policy = load_policy(policy_dir)
     workers = cfg.rl.workers if cfg.eval_workers is None else cfg.eval_workers
-    start = time.perf_counter()
-    try:
-        with ChunkVectorEnv(env, cfg.rl.num_envs, workers) as envs, torch.no_grad():
-            res = evaluate_chunked(envs, act, policy, episodes, seed, store=store)
-    finally:
-        if store is not None:
-            store.close()
-    res.update(policy_dir=str(policy_dir), wall_s=time.perf_counter() - start,
+    # an interrupted recording is recorded again, whole
+    res = evaluate_saved(policy, env, episodes, seed, cfg.rl.num_envs, workers, record=record,
+                         overwrite=record is not None and record.exists())
+    res.update(policy_dir=str(policy_dir),
                sampling_steps=getattr(policy.config, "num_inference_steps", None))
     out.write_text(json.dumps(res, indent=2))
     print(f"success {res['success_rate']:.3f} (95% CI {res['success_ci95'][0]:.2f}-{res['success_ci95'][1]:.2f}) "

@@ -161,7 +161,7 @@ class ChunkRLTrainer(RunLog):
         base = {}
         if lr.base_opt is not None:  # the base's action head learns too: its weights are part of the commit
             opts["base"] = lr.base_opt.state_dict()
-            base = {k: v for k, v in self.policy.base.state_dict().items()}
+            base = self.policy.base.state_dict()
         return {"base": base, "learner": {k: v for k, v in lr.state_dict().items() if not k.startswith("policy.")},
                 "optimizers": opts, "updates": lr.updates, "iteration": self.iteration,
                 "env_steps": int(self.env_steps), "episodes": self.episodes,

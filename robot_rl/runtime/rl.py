@@ -38,7 +38,7 @@ from robot_rl.algos.ppo import (
 )
 from robot_rl.algos.reinflow import ReinFlowActor, ReinFlowConfig
 from robot_rl.algos.rewards import RND, RewardConfig, combine_rewards
-from robot_rl.config import EnvConfig
+from robot_rl.config import EnvConfig, config_to_dict
 from robot_rl.core.errors import ConfigError
 from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
@@ -490,6 +490,30 @@ class RLTrainer(RunLog):
             tb.close()
         return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                 "wall_s": time.perf_counter() - start, "last_eval": last_eval, "run": str(self.run)}
+
+def evaluate_saved(policy: Policy, env_config: EnvConfig, episodes: int, seed: int, num_envs: int, workers: int,
+                   record: Path | None = None, overwrite: bool = False, steps: int | None = None) -> dict[str, Any]:
+    """Success of ``policy`` as it acts (its own sampler; ``steps`` sampling steps where given) on episodes
+    ``seed``, ``seed + 1``, ... in chunked vector envs. With ``record`` every episode is committed to that new
+    store (``overwrite``: replace a store already there)."""
+    generator = torch.Generator().manual_seed(seed)
+    policy.eval()
+    store = None
+    if record is not None:
+        EpisodeStore.create(record, overwrite=overwrite).close()
+        store = EpisodeStore.open(record, mode="a")
+        store.set_env_config(config_to_dict(env_config))
+    start = time.perf_counter()
+    try:
+        with ChunkVectorEnv(env_config, num_envs, workers) as envs, torch.no_grad():
+            res = evaluate_chunked(envs, lambda cond: policy.sample(cond, steps=steps, generator=generator), policy,
+                                   episodes, seed, store=store)
+    finally:
+        if store is not None:
+            store.close()
+    res["wall_s"] = time.perf_counter() - start
+    return res
+
 
 def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, episodes: int, seed: int,
                      store: EpisodeStore | None = None) -> dict[str, Any]:
