@@ -62,6 +62,7 @@ def main(path: str, die_in: str | None = None, after: int = 1) -> None:
     print("ready", flush=True)
     while True:
         store.append(synthetic_episode(store.num_episodes))
+        print("committed", flush=True)  # the parent counts commits, so the kill timing does not depend on load
 
 
 if __name__ == "__main__":
