@@ -90,6 +90,10 @@ def _damage(store: Path, array: str, how: str, ends: np.ndarray) -> set[int]:
     return hit
 
 
+def _file_bytes(store: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(store)): f.read_bytes() for f in sorted(store.rglob("*")) if f.is_file()}
+
+
 def _direct_read(store_path: Path, array: str, episodes: set[int]) -> None:
     """Read the damaged rows the way a learner would; must raise StoreCorruptError."""
     store = EpisodeStore.open(store_path)  # may raise already: the episode ends or a steps array's metadata
@@ -138,9 +142,11 @@ def test_damage_is_caught_and_repair_keeps_exactly_the_intact_episodes(tmp_path,
     assert not integrity["ok"]
     assert {d["array"] for d in integrity["damage"]} == {array}
     assert set(integrity["damaged_episodes"]) == hit
-    assert main(["info", str(broken), "--verify", "--quiet"]) == 1
-    text = capsys.readouterr().out
-    assert array in text and "DAMAGED" in text
+    if how == "flip byte":  # the human-readable report says the same (once per family: each verify costs)
+        assert main(["info", str(broken), "--verify", "--quiet"]) == 1
+        text = capsys.readouterr().out
+        assert array in text and "DAMAGED" in text
+    before = _file_bytes(broken)
 
     # 2. a direct read raises, never returns fill values (the manifest has no reader but verify)
     with pytest.raises(StoreCorruptError, match=array.replace("/", ".")):
@@ -168,8 +174,7 @@ def test_damage_is_caught_and_repair_keeps_exactly_the_intact_episodes(tmp_path,
     else:  # cut at the first damaged row: everything before it is kept
         assert extra_rows >= int(clean.episode_starts[min(hit)])
     assert repaired.extra_info(EXTRA) == {"critic": "test"}
-    # the damaged store itself is untouched by repair
-    assert not check_store(broken, deep=True).ok
+    assert _file_bytes(broken) == before  # the damaged store itself is untouched by repair
 
 
 def test_cheap_info_checks_metadata_and_says_what_it_did_not_check(tmp_path, clean_store, capsys):
