@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robot_rl.core.schema import EpisodeMeta
 from robot_rl.replay.integrity import check_store
 from robot_rl.replay.store import EpisodeStore
 from tests.replay.kill_writer import synthetic_episode
@@ -36,9 +36,9 @@ def _check_all_committed(path: Path) -> int:
             np.testing.assert_array_equal(steps[key][start:end], arr, err_msg=f"episode {i} field {key}")
         for key, arr in expected.final_obs.items():
             np.testing.assert_array_equal(finals[key][i], arr, err_msg=f"episode {i} final {key}")
-        got = {name: column[i] for name, column in meta.items()}
-        assert (str(got["task"]), str(got["instruction"]), bool(got["success"]), str(got["source"]),
-                int(got["seed"])) == dataclasses.astuple(expected.meta), f"episode {i} metadata"
+        got = EpisodeMeta(task=str(meta["task"][i]), instruction=str(meta["instruction"][i]),
+                          success=bool(meta["success"][i]), source=str(meta["source"][i]), seed=int(meta["seed"][i]))
+        assert got == expected.meta, f"episode {i} metadata"
     assert store.episode_meta(n - 1) == synthetic_episode(n - 1).meta  # and through the per-episode reader
     report = check_store(path, deep=True)  # and the interrupted write left nothing that looks damaged
     assert report.ok, [d.describe() for d in report.damage]
