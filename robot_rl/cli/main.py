@@ -277,7 +277,7 @@ def _cmd_critic_train(args: argparse.Namespace) -> int:
 def _cmd_critic_eval(args: argparse.Namespace) -> int:
     from robot_rl.runtime.critic_train import eval_critic
 
-    result = eval_critic(args.checkpoint, args.data, args.rollouts)
+    result = eval_critic(args.checkpoint, args.data, args.rollouts, done_threshold=args.done_threshold)
     if args.json:
         print(json.dumps(result))
     else:
@@ -471,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollouts", nargs="+", default=None,
                    help="store(s) of a policy's own episodes with their outcome (e.g. RUN/rl/online.zarr): "
                         "final-value AUROC, done false positives on failures, failed/successful return")
+    p.add_argument("--done-threshold", type=float, default=None,
+                   help="done probability that counts as done (default: the critic's own, done_threshold)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_critic_eval)
     p = critic.add_parser("plot", help="value curves of a successful and a failed episode, with frames")

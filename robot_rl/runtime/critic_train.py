@@ -208,20 +208,26 @@ def train_critic(data: list[str], out: str | Path, cfg: CriticTrainConfig, resum
     return {"steps": step, "wall_s": time.perf_counter() - start, "run": str(run)}
 
 
-def eval_critic(checkpoint: str | Path, data: list[str] | None, rollouts: list[str] | None = None) -> dict[str, Any]:
+def eval_critic(checkpoint: str | Path, data: list[str] | None, rollouts: list[str] | None = None,
+                done_threshold: float | None = None) -> dict[str, Any]:
     """Metrics on the held-out episodes of ``data`` (those a training run kept out, where it used the
     store; every episode of any other store) and, with ``rollouts``, on every episode of those stores of a
     policy's own episodes: how the final value separates successes from failures, the done head's false
-    positives on failures, and a failed episode's return relative to a successful one's."""
+    positives on failures, and a failed episode's return relative to a successful one's. ``done_threshold``
+    replaces the critic's own for the done metrics."""
     if not data and not rollouts:
         raise ConfigError("critic eval needs --data (demo stores) and/or --rollouts (policy episode stores)")
+    if done_threshold is not None and not 0.0 < done_threshold < 1.0:
+        raise ConfigError(f"done threshold must lie in (0, 1), got {done_threshold}")
     checkpoint = Path(checkpoint)
     critic_dir = checkpoint / "critic" if (checkpoint / "critic" / "config.json").is_file() else checkpoint
     critic = ProgressCritic.load(critic_dir)
+    if done_threshold is not None:
+        critic.config.done_threshold = done_threshold
     meta_file = critic_dir.parent / "critic_train.json"
     split = json.loads(meta_file.read_text())["split"] if meta_file.is_file() else {}
     split = {str(Path(k).resolve()): v for k, v in split.items()}
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"done_threshold": critic.config.done_threshold}
     if data:
         data = [str(Path(d).resolve()) for d in data]
         episodes = _episodes_of(data, critic.config.cameras, {p: split[p] for p in data if p in split}, "heldout")

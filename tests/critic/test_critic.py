@@ -258,6 +258,16 @@ def test_critic_cli_train_eval(tmp_path, push_store):
     assert (result["rollout_successes"], result["rollout_failures"]) == (3, 2)
     assert 0.0 <= result["rollout_final_value_auroc"] <= 1.0 and 0.0 <= result["rollout_done_fpr_failed"] <= 1.0
     assert "voc" not in result  # no demo store given
+    assert result["done_threshold"] == 0.85  # the critic's own
+    # the done metrics at a replaced threshold: a tiny, barely trained done head sits near its base rate
+    low, high = (json.loads(run("critic", "eval", "--checkpoint", str(out), "--rollouts", str(rollouts),
+                                "--done-threshold", t, "--json").stdout) for t in ("0.001", "0.999"))
+    assert (low["done_threshold"], high["done_threshold"]) == (0.001, 0.999)
+    assert low["rollout_done_fpr_failed"] == low["rollout_done_tpr_success"] == 1.0
+    assert high["rollout_done_fpr_failed"] == high["rollout_done_tpr_success"] == 0.0
+    assert low["rollout_final_value_auroc"] == result["rollout_final_value_auroc"]
+    assert_clean_error(run("critic", "eval", "--checkpoint", str(out), "--rollouts", str(rollouts),
+                           "--done-threshold", "1.5", check=False), "done threshold must lie in (0, 1), got 1.5")
     assert_clean_error(run("critic", "eval", "--checkpoint", str(out), check=False), "--rollouts")
     assert_clean_error(run("critic", "train", "--data", str(push_store), "--out", str(out), check=False),
                        "already exists")
