@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robot_rl.core.errors import ConfigError
+from robot_rl.core.schema import Episode
 from robot_rl.replay.store import EpisodeStore
 
 DISTRACTORS = ["open the top drawer", "pour water into the cup", "wipe the table with the sponge",
@@ -50,6 +51,16 @@ def label_episode(success_steps: np.ndarray) -> tuple[np.ndarray, np.ndarray | N
         return done, None
     t_star = int(hits[0])
     return done, np.minimum(np.arange(len(done)) / t_star, 1.0).astype(np.float32)
+
+
+def episode_frames(ep: Episode, cameras: list[str]) -> EpisodeFrames:
+    """The critic's view of one in-memory episode (its frames and its outcome labels)."""
+    missing = [c for c in cameras if f"images/{c}" not in ep.obs]
+    if missing:
+        raise ConfigError(f"the episode has no images of camera(s) {missing}")
+    frames = {c: np.concatenate([ep.obs[f"images/{c}"], ep.final_obs[f"images/{c}"][None]]) for c in cameras}
+    done, progress = label_episode(ep.success)
+    return EpisodeFrames(frames, done, progress, ep.meta.task, ep.meta.instruction)
 
 
 def load_episodes(store: EpisodeStore, cameras: list[str], indices: list[int] | None = None) -> list[EpisodeFrames]:

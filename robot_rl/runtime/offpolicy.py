@@ -8,7 +8,9 @@ Run folder::
 
     RUN/rl.json          the RLConfig, the env config and where the policy, critic and demos came from
     RUN/online.zarr      every finished online episode (source: policy, policy_version per step)
-    RUN/learner.pt       heads, target nets, optimisers, counters, RNG: the commit point of the learner
+    RUN/learner.pt       heads, target nets, optimisers, counters, RNG (and, with rl.progress_finetune, the
+                         progress critic's weights): the commit point of the learner
+    RUN/progress_critic/ with rl.progress_finetune: the fine-tuned progress critic (``robot-rl critic eval``)
     RUN/policy/          the steered policy (the frozen base in policy/base/); ``robot-rl eval`` loads it
     RUN/metrics.csv      one row per round;  RUN/eval.csv: one row per evaluation;  RUN/tb/: TensorBoard
 
@@ -40,6 +42,7 @@ from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.chunk_replay import ChunkFeaturizer, ChunkReplay, until_first_success
 from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows
+from robot_rl.runtime.progress_finetune import ProgressFinetuner
 from robot_rl.runtime.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
 from robot_rl.runtime.rollouts import EpisodeAssembler
 from robot_rl.runtime.vec_env import ChunkVectorEnv
@@ -96,6 +99,16 @@ class ChunkRLTrainer(RunLog):
                 raise ConfigError(f"the critic reads cameras {missing} that the env does not render "
                                   f"(env cameras: {env_config.cameras})")
             scorer = CriticReward(critic, batch_size=cfg.critic_batch_size)
+        # before any episode is scored: a resumed run scores with the critic as it was fine-tuned
+        state_file = self.run / "learner.pt"
+        state = torch.load(state_file, weights_only=True) if resume and state_file.is_file() else None
+        self.finetuner = None
+        if state is not None and cfg.progress_finetune.enabled != ("progress_critic" in state):
+            raise ConfigError(f"{state_file} was saved with rl.progress_finetune "
+                              f"{'off' if cfg.progress_finetune.enabled else 'on'}: resume with the run's own settings")
+        if cfg.progress_finetune.enabled:
+            self.finetuner = ProgressFinetuner(scorer.critic, cfg.progress_finetune, Path(critic_dir),
+                                               None if state is None else state["progress_critic"], seed=cfg.seed)
         self.featurizer = ChunkFeaturizer(base, cfg.reward, scorer, cc.target_candidates, self.instruction)
         pc = base.config
         self.replay = ChunkReplay(self.policy.config.feature_dim, pc.features.action_dim, pc.n_action_steps,
@@ -108,10 +121,9 @@ class ChunkRLTrainer(RunLog):
         self.store_path = self.run / "online.zarr"
         if not self.store_path.exists():
             EpisodeStore.create(self.store_path).close()
-        state_file = self.run / "learner.pt"
         saved_episodes = 0
-        if resume and state_file.is_file():
-            saved_episodes = self._load_state(state_file)
+        if state is not None:
+            saved_episodes = self._load_state(state, state_file)
             self._truncate_csv("metrics.csv")
             self._truncate_csv("eval.csv")
         self._load_online(saved_episodes)
@@ -145,6 +157,8 @@ class ChunkRLTrainer(RunLog):
                           disable=not self.progress or n == 0):
                 ep = store.episode(i)
                 self.replay.add(self.featurizer(ep, seed=ONLINE_SEED + i), demo=False)
+                if self.finetuner is not None:
+                    self.finetuner.add(ep)
                 if i >= saved_episodes:
                     self.env_steps += len(ep)
         self.episodes = n
@@ -162,7 +176,9 @@ class ChunkRLTrainer(RunLog):
         if lr.base_opt is not None:  # the base's action head learns too: its weights are part of the commit
             opts["base"] = lr.base_opt.state_dict()
             base = self.policy.base.state_dict()
-        return {"base": base, "learner": {k: v for k, v in lr.state_dict().items() if not k.startswith("policy.")},
+        tuned = {} if self.finetuner is None else {"progress_critic": self.finetuner.state_dict()}
+        learner = {k: v for k, v in lr.state_dict().items() if not k.startswith("policy.")}
+        return {**tuned, "base": base, "learner": learner,
                 "optimizers": opts, "updates": lr.updates, "iteration": self.iteration,
                 "env_steps": int(self.env_steps), "episodes": self.episodes,
                 "env_episodes": None if self.env_episodes is None else [int(e) for e in self.env_episodes],
@@ -179,12 +195,13 @@ class ChunkRLTrainer(RunLog):
                 (self.run / "policy").rename(old)
             tmp.rename(self.run / "policy")
             shutil.rmtree(old, ignore_errors=True)
+        if self.finetuner is not None and export:
+            self.finetuner.export(self.run / "progress_critic")
         tmp_state = self.run / "learner.pt.tmp"
         torch.save(self._state(), tmp_state)
         tmp_state.replace(self.run / "learner.pt")  # the commit point: it names the update count
 
-    def _load_state(self, path: Path) -> int:
-        state = torch.load(path, weights_only=True)
+    def _load_state(self, state: dict, path: Path) -> int:
         lr = self.learner
         missing, unexpected = lr.load_state_dict(state["learner"], strict=False)
         if unexpected or [k for k in missing if not k.startswith("policy.")]:
@@ -241,6 +258,8 @@ class ChunkRLTrainer(RunLog):
                     store.append(ep)
                     derived = self.featurizer(ep, seed=ONLINE_SEED + self.episodes)
                     self.replay.add(derived, demo=False)
+                    if self.finetuner is not None:
+                        self.finetuner.add(ep)
                     self.episodes += 1
                     finished.append(derived.success)
                     returns.append(float(derived.rewards.sum()))
@@ -315,6 +334,8 @@ class ChunkRLTrainer(RunLog):
                 metrics = self.learn(max(1, round(cc.utd * rollout["steps"])))
                 if cc.base_bc > 0:
                     metrics.update(self.imitate(max(1, round(cc.base_bc * rollout["steps"]))))
+                if self.finetuner is not None and (self.iteration + 1) % cfg.progress_finetune.every == 0:
+                    metrics.update(self.finetuner.burst())
                 t2 = time.perf_counter()
                 self.iteration += 1
                 wins = rollout["finished"]

@@ -48,6 +48,7 @@ from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
 from robot_rl.policy.base import to_tensor
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows, wilson_interval
+from robot_rl.runtime.progress_finetune import ProgressFinetuneConfig
 from robot_rl.runtime.rollouts import EpisodeAssembler
 from robot_rl.runtime.vec_env import ChunkVectorEnv
 
@@ -78,6 +79,8 @@ class RLConfig:
     reinflow: ReinFlowConfig = field(default_factory=ReinFlowConfig)
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    progress_finetune: ProgressFinetuneConfig = field(default_factory=ProgressFinetuneConfig)
+    """rl.algo=chunk: the progress critic (the dense reward) keeps learning from the run's episodes."""
     bc_coef: float = 0.0
     """Weight of the behaviour-cloning loss on demos added to every update (needs ``demos``)."""
     bc_batch_size: int = 32
@@ -99,8 +102,12 @@ class RLConfig:
         if self.iterations < 1 or self.num_envs < 1 or self.steps_per_iteration < 1:
             raise ConfigError("iterations, num_envs and steps_per_iteration must be >= 1, got "
                               f"{self.iterations}, {self.num_envs}, {self.steps_per_iteration}")
+        if self.progress_finetune.enabled and (self.algo != "chunk" or not self.reward.needs_critic):
+            raise ConfigError("rl.progress_finetune fine-tunes the progress critic of an rl.algo=chunk run with a "
+                              f"critic reward; this run has algo={self.algo!r}, reward.kind={self.reward.kind!r}")
         try:
             self.reward.validate()
+            self.progress_finetune.validate()
             if self.algo == "chunk":
                 self.chunk.validate()
             else:

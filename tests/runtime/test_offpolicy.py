@@ -14,10 +14,13 @@ import pytest
 import torch
 
 from robot_rl.config import EnvConfig
+from robot_rl.core.errors import ConfigError
+from robot_rl.critic.model import ProgressCritic
 from robot_rl.policy import load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.chunk_replay import ChunkReplay, Derived
 from robot_rl.runtime.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.progress_finetune import ProgressFinetuneConfig
 from robot_rl.runtime.rl import RLConfig
 from tests.runtime.test_rl import _rows, _train
 
@@ -105,7 +108,9 @@ def _online_episodes(path) -> list[np.ndarray]:
 def test_chunk_run_killed_mid_way_resumes_with_every_committed_episode(tmp_path):
     out = tmp_path / "job"
     rl = out / "rl"
-    proc = _tiny_chunk_run(out, "--rl.iterations=8", "--rl.steps_per_iteration=6", wait=False)
+    # the progress critic (the dense reward) fine-tunes on the run's episodes every other round
+    tune = ["--rl.progress_finetune.every=2", "--rl.progress_finetune.steps=3", "--rl.progress_finetune.batch_size=4"]
+    proc = _tiny_chunk_run(out, "--rl.iterations=8", "--rl.steps_per_iteration=6", *tune, wait=False)
     deadline = time.time() + 500
     while time.time() < deadline and proc.poll() is None:  # kill once an episode is committed past a checkpoint
         if (rl / "learner.pt").is_file() and (rl / "metrics.csv").is_file() and len(_rows(rl / "metrics.csv")) >= 2:
@@ -125,9 +130,14 @@ def test_chunk_run_killed_mid_way_resumes_with_every_committed_episode(tmp_path)
                              demos=meta["demos"], resume=True, progress=False)
     assert trainer.learner.updates == state["updates"] and trainer.iteration == state["iteration"]
     assert trainer.replay.num_steps["online"] == sum(len(a) for a in committed)  # every committed episode
+    tuned = state["progress_critic"]  # committed with the learner, in one file
+    assert tuned["updates"] == 3 * tuned["bursts"] and tuned["bursts"] == state["iteration"] // 2
+    assert trainer.finetuner.updates == tuned["updates"] and len(trainer.finetuner.online) == len(committed)
+    for k, v in trainer.finetuner.critic.state_dict().items():  # it scores with the fine-tuned weights
+        torch.testing.assert_close(v, tuned["critic"][k])
     del trainer
 
-    res = _tiny_chunk_run(out, "--rl.iterations=8", "--rl.steps_per_iteration=6")
+    res = _tiny_chunk_run(out, "--rl.iterations=8", "--rl.steps_per_iteration=6", *tune)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rows = _rows(rl / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == list(range(1, 9))  # nothing lost, nothing twice
@@ -144,5 +154,13 @@ def test_chunk_run_killed_mid_way_resumes_with_every_committed_episode(tmp_path)
         assert versions.min() >= 0 and versions.max() >= state["iteration"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == "chunk" and summary["rl_iterations"] == 8
+    tuned = torch.load(rl / "learner.pt", weights_only=True)["progress_critic"]
+    assert tuned["bursts"] == 4 and tuned["updates"] == 12  # rounds 2, 4, 6, 8: none lost, none twice
+    original, exported = ProgressCritic.load(out / "critic" / "critic"), ProgressCritic.load(rl / "progress_critic")
+    moved = [k for k, v in original.state_dict().items()
+             if v.is_floating_point() and not torch.equal(v, exported.state_dict()[k])]
+    assert moved, "the fine-tuned progress critic equals the original"
+    with pytest.raises(ConfigError, match="progress_finetune"):
+        RLConfig(algo="reinflow", progress_finetune=ProgressFinetuneConfig(every=2)).validate()
     policy = load_policy(rl / "policy")  # the steered policy loads like any policy
     assert policy.name == "steered" and policy.config.best_of == 2
