@@ -3,7 +3,8 @@
 1. The off-policy chunk learner (the main job's) against ReinFlow (and, with a diffusion policy, DPPO):
    success against env steps, and the env steps each took to reach the cloned policy's level + 15 points.
 2. The chunk learner on the critic's dense reward (the job's reward) against the env's sparse reward: env
-   steps to reach the target success (80%) on held-out evaluation, as a ratio.
+   steps to reach the target success (80%) on held-out evaluation, as a ratio; and with the progress critic
+   fine-tuned on the run's own episodes (rl.progress_finetune) against it frozen.
 3. ReinFlow (flow policy, few denoising steps) against DPPO (diffusion policy, DDPM chain): seconds per
    iteration and success after the same env steps.
 
@@ -88,7 +89,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--eval-episodes", type=int, default=24)
     ap.add_argument("--target", type=float, default=0.8, help="success rate for 'env steps to target'")
-    ap.add_argument("--skip", default="", help="comma-separated runs to skip: reinflow, dppo, sparse")
+    ap.add_argument("--skip", default="", help="comma-separated runs to skip: reinflow, dppo, sparse, finetune")
     args = ap.parse_args()
     TARGET = args.target
     job = load_config(TrainJobConfig, args.config, [f"--out={args.job}"])
@@ -111,6 +112,9 @@ def main() -> None:
     kind = job.rl.reward.kind  # the job's own reward: critic, or critic + success (mix)
     critic, demos = root / "critic/critic", [str(root / "demos.zarr")]
     runs = {f"chunk_{kind}": run_one(f"chunk_{kind}", root / "bc/policy", critic, job, out, demos, algo="chunk")}
+    if "finetune" not in skip:  # the same learner with the progress critic fine-tuned on the run's episodes
+        runs[f"chunk_{kind}_finetune"] = run_one(f"chunk_{kind}_finetune", root / "bc/policy", critic, job, out, demos,
+                                                 algo="chunk", **{"progress_finetune.every": 2})
     if "sparse" not in skip:
         runs["chunk_sparse"] = run_one("chunk_sparse", root / "bc/policy", None, job, out, demos,
                                        **{"reward.kind": "sparse", "algo": "chunk"})
@@ -142,6 +146,12 @@ def main() -> None:
             "update_s_ratio": round(r["update_s_per_iteration"] / d["update_s_per_iteration"], 3),
             "success_after": {"reinflow": r["success_after"], "dppo": d["success_after"]},
             "denoising_steps": {"reinflow": job.rl.reinflow.denoising_steps, "dppo": job.rl.dppo.denoising_steps},
+        }
+    if f"chunk_{kind}_finetune" in runs:
+        f = runs[f"chunk_{kind}_finetune"]
+        report["progress_finetune"] = {
+            "success_after": {"frozen_critic": chunk["success_after"], "finetuned_critic": f["success_after"]},
+            "steps_to_target": {"frozen_critic": chunk["steps_to_target"], "finetuned_critic": f["steps_to_target"]},
         }
     if "chunk_sparse" in runs:
         c, s = chunk["steps_to_target"], runs["chunk_sparse"]["steps_to_target"]
