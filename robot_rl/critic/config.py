@@ -35,5 +35,5 @@ class CriticConfig:
     done_threshold: float = 0.85
     """Done probability above which an observation counts as done. High on purpose: a false done ends a
     failed episode as a success (and teaches that), a missed one only delays the end; a near miss (the
-    cube a centimetre short, then dropped) looks like a success in a small image. On the lift preset's
+    cube a centimetre short, then dropped) looks like a success in a small image. On the quickstart's (lift)
     cloned-policy rollouts, 0.5 fired on 5 of 57 failures, 0.85 on 1 (README: the progress critic)."""

@@ -18,7 +18,7 @@ import torch
 from robot_rl.core.errors import ConfigError
 from robot_rl.core.schema import Episode, EpisodeMeta
 from robot_rl.critic.config import CriticConfig
-from robot_rl.critic.dataset import PairSampler, label_episode, load_episodes
+from robot_rl.critic.dataset import PairSampler, episode_frames, label_episode, load_episodes
 from robot_rl.critic.metrics import auroc, spearman
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
@@ -100,6 +100,20 @@ def _check_pairs(episodes, label_failures: bool) -> None:
     assert seen == {"progress", "stagnation", "mismatch", "failed"}
     directions = [np.sign(d) for d, kind in zip(batch.delta, batch.kind) if kind == "progress"]
     assert 1 in directions and -1 in directions  # regress is learned too
+
+
+def test_an_in_memory_episode_gives_the_frames_and_labels_its_store_gives(push_store):
+    with EpisodeStore.open(push_store) as store:
+        stored = load_episodes(store, ["front", "wrist"])
+        for i in range(store.num_episodes):
+            ep = episode_frames(store.episode(i), ["front", "wrist"])
+            for c in ("front", "wrist"):
+                np.testing.assert_array_equal(ep.frames[c], stored[i].frames[c])
+            np.testing.assert_array_equal(ep.done, stored[i].done)
+            np.testing.assert_array_equal(ep.progress, stored[i].progress)
+            assert (ep.task, ep.instruction) == (stored[i].task, stored[i].instruction)
+        with pytest.raises(ConfigError, match=r"no images of camera\(s\) \['top'\]"):
+            episode_frames(store.episode(0), ["front", "top"])
 
 
 def test_auroc_counts_pairs_ranked_right_and_ties_half():
