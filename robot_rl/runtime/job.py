@@ -98,9 +98,11 @@ def _collect(env: EnvConfig, spec: DemoSpec, path: Path, progress: bool) -> None
 
 
 def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, episodes: int | None = None,
-              seed: int | None = None, record: Path | None = None) -> dict[str, Any]:
+              seed: int | None = None, record: Path | None = None, state: dict | None = None) -> dict[str, Any]:
     """Success of a saved policy as it acts (its own sampler and step count) on held-out seeds; with
-    ``record`` every episode is committed to that (new) store."""
+    ``record`` every episode is committed to that (new) store. An earlier result in ``out`` is reused only
+    for the same policy folder, episode count and ``state`` (e.g. the RL iteration whose policy it measured:
+    a run continued further is evaluated again)."""
     from robot_rl.policy import load_policy
     from robot_rl.runtime.evaluate import EVAL_SEED
     from robot_rl.runtime.rl import evaluate_saved
@@ -109,7 +111,8 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
     seed = EVAL_SEED if seed is None else seed
     if out.is_file() and (record is None or record.exists()):
         saved = json.loads(out.read_text())
-        if saved.get("policy_dir") == str(policy_dir) and saved["episodes"] == episodes:
+        if (saved.get("policy_dir") == str(policy_dir) and saved["episodes"] == episodes
+                and saved.get("state") == state):
             print(f"reusing {out}: success {saved['success_rate']:.3f}")
             return saved
     policy = load_policy(policy_dir)
@@ -117,7 +120,7 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
     # an interrupted recording is recorded again, whole
     res = evaluate_saved(policy, env, episodes, seed, cfg.rl.num_envs, workers, record=record,
                          overwrite=record is not None and record.exists())
-    res.update(policy_dir=str(policy_dir),
+    res.update(policy_dir=str(policy_dir), state=state,
                sampling_steps=getattr(policy.config, "num_inference_steps", None))
     out.write_text(json.dumps(res, indent=2))
     print(f"success {res['success_rate']:.3f} (95% CI {res['success_ci95'][0]:.2f}-{res['success_ci95'][1]:.2f}) "
@@ -201,7 +204,8 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
         timed("rl", rl.train)
 
     _stage("7/7 evaluation of the fine-tuned policy")
-    after = timed("eval_after", lambda: _evaluate(rl_run / "policy", rl_env, cfg, out / "eval_after.json"))
+    after = timed("eval_after", lambda: _evaluate(rl_run / "policy", rl_env, cfg, out / "eval_after.json",
+                                                  state={"rl_iteration": rl.iteration}))
     curve = plot_learning_curve(rl_run, before["success_rate"], out / "learning_curve.png")
     summary = {
         "task": cfg.env.task, "policy": cfg.policy, "algo": cfg.rl.algo, "reward": cfg.rl.reward.kind,

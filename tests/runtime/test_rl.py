@@ -134,6 +134,9 @@ def test_train_job_runs_resumes_after_a_crash_and_continues(tmp_path):
     assert rows2[:6] == rows and int(rows2[-1]["iteration"]) == 7
     assert int(rows2[-1]["env_steps"]) > steps[-1]
     assert int(rows2[-1]["episodes"]) - int(rows[-1]["episodes"]) == 2 * 3  # num_envs x steps_per_iteration
+    # the continued policy is evaluated again, not the 6-iteration one's result reused
+    assert "reusing " + str(out / "eval_after.json") not in res.stdout
+    assert json.loads((out / "eval_after.json").read_text())["state"] == {"rl_iteration": 7}
     # the fine-tuned policy evaluates through the ordinary eval command
     res = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "eval", "--checkpoint", str(out / "rl"),
                           "--episodes", "1", "--json", "--quiet"], capture_output=True, text=True, timeout=300)
