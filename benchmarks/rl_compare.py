@@ -76,6 +76,18 @@ def run_one(name: str, policy_dir: Path, critic_dir: Path | None, job: TrainJobC
     }
 
 
+class _PartialRuns(dict):
+    """The runs finished so far, written to ``path`` (with the report's header) after each one."""
+
+    def __init__(self, path: Path, header: dict) -> None:
+        super().__init__()
+        self.path, self.header = path, header
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        super().__setitem__(key, value)
+        self.path.write_text(json.dumps({**self.header, "runs": dict(self)}, indent=2))
+
+
 TARGET = 0.8
 BC_PLUS_15: float | None = None
 
@@ -111,7 +123,8 @@ def main() -> None:
                     "eval_episodes": args.eval_episodes}
     kind = job.rl.reward.kind  # the job's own reward: critic, or critic + success (mix)
     critic, demos = root / "critic/critic", [str(root / "demos.zarr")]
-    runs = {f"chunk_{kind}": run_one(f"chunk_{kind}", root / "bc/policy", critic, job, out, demos, algo="chunk")}
+    runs = _PartialRuns(out / "partial.json", report)  # each finished run is on disk if the benchmark is stopped
+    runs[f"chunk_{kind}"] = run_one(f"chunk_{kind}", root / "bc/policy", critic, job, out, demos, algo="chunk")
     if "finetune" not in skip:  # the same learner with the progress critic fine-tuned on the run's episodes
         runs[f"chunk_{kind}_finetune"] = run_one(f"chunk_{kind}_finetune", root / "bc/policy", critic, job, out, demos,
                                                  algo="chunk", **{"progress_finetune.every": 2})
@@ -128,7 +141,7 @@ def main() -> None:
         if trainer.step < job.pretrain.steps:
             trainer.train()
         runs["dppo"] = run_one(f"dppo_{kind}", bc_diffusion / "policy", critic, job, out, algo="dppo")
-    report["runs"] = runs
+    report["runs"] = dict(runs)
     chunk = runs[f"chunk_{kind}"]
     if f"reinflow_{kind}" in runs:
         r = runs[f"reinflow_{kind}"]

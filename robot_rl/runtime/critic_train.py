@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from robot_rl.core.errors import ConfigError
+from robot_rl.core.files import replace_folder
 from robot_rl.critic.config import CriticConfig
 from robot_rl.critic.dataset import PairSampler, load_episodes
 from robot_rl.critic.metrics import evaluate_critic, evaluate_on_rollouts
@@ -155,11 +155,9 @@ def train_critic(data: list[str], out: str | Path, cfg: CriticTrainConfig, resum
         sampler.rng = np.random.default_rng(cfg.seed + step)
 
     def checkpoint():
-        critic.save(run / "critic.tmp")
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    run / "train_state.tmp")
-        shutil.rmtree(run / "critic", ignore_errors=True)
-        (run / "critic.tmp").rename(run / "critic")
+        replace_folder(run / "critic", critic.save)
         (run / "train_state.tmp").replace(run / "train_state.pt")
 
     from torch.utils.tensorboard import SummaryWriter

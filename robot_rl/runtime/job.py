@@ -217,6 +217,8 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
         "learning_curve": str(curve) if curve else None, "policy_dir": str(rl_run / "policy"),
         "critic_on_cloned_rollouts": critic_check,
     }
+    if getattr(rl, "acted_env_steps", None) is not None:  # asynchronous actors: what they acted, learned from or not
+        summary["acted_env_steps"] = rl.acted_env_steps
     if (out / "summary.json").is_file():  # a resumed job: wall time adds up over its sessions
         prev = json.loads((out / "summary.json").read_text())
         summary["wall_s_previous_sessions"] = prev.get("wall_s", 0) + prev.get("wall_s_previous_sessions", 0)

@@ -21,7 +21,6 @@ Killed at any point, a run resumes from ``learner.pt`` and rebuilds its replay f
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,12 +34,13 @@ from tqdm import tqdm
 from robot_rl.algos.offpolicy import ChunkLearner
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
+from robot_rl.core.files import replace_folder
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.chunk_replay import ChunkFeaturizer, ChunkReplay, until_first_success
+from robot_rl.runtime.chunk_replay import ChunkFeaturizer, ChunkReplay, Derived, until_first_success
 from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows
 from robot_rl.runtime.progress_finetune import ProgressFinetuner
 from robot_rl.runtime.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
@@ -48,6 +48,30 @@ from robot_rl.runtime.rollouts import EpisodeAssembler
 from robot_rl.runtime.vec_env import ChunkVectorEnv
 
 DEMO_SEED, ONLINE_SEED = 7_000_000, 8_000_000  # candidate-noise seeds of derived data (rebuilt identically)
+ONLINE_STORE = "online.zarr"
+ACTORS_DIR = "actors"  # one episode store per asynchronous actor (runtime/distributed)
+
+
+def derived_seed(store: str, index: int) -> int:
+    """The candidate-noise seed of an online episode's derived data: a function of where it is stored."""
+    if store == ONLINE_STORE:
+        return ONLINE_SEED + index
+    actor = int(store.removeprefix("actor_").removesuffix(".zarr"))
+    return ONLINE_SEED + 1_000_000 * (actor + 1) + index
+
+
+@torch.no_grad()
+def choose_chunks(policy: SteeredPolicy, cond: torch.Tensor, candidates: int, explore: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Training decisions: the best of ``candidates`` chunks by the policy's Q-ensemble, a random one with
+    probability ``explore``; normalised flat chunks (B, H*A)."""
+    _, chunks = policy.propose(cond, candidates, deterministic=False, generator=generator)
+    if candidates == 1:
+        return chunks[:, 0]
+    best = policy.score(cond, chunks).argmax(dim=1)
+    rand = torch.randint(0, candidates, best.shape, generator=generator)
+    pick = torch.where(torch.rand(best.shape, generator=generator) < explore, rand, best)
+    return chunks[torch.arange(chunks.shape[0]), pick]
 
 
 class ChunkRLTrainer(RunLog):
@@ -116,17 +140,18 @@ class ChunkRLTrainer(RunLog):
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.iteration, self.env_steps, self.episodes = 0, 0, 0
+        self.ingested: dict[str, int] = {}  # committed online episodes in the replay, per store
         self.env_episodes: list[int] | None = None
         self._load_demos(demos or [])
-        self.store_path = self.run / "online.zarr"
+        self.store_path = self.run / ONLINE_STORE
         if not self.store_path.exists():
             EpisodeStore.create(self.store_path).close()
-        saved_episodes = 0
+        saved: dict[str, int] = {}
         if state is not None:
-            saved_episodes = self._load_state(state, state_file)
+            saved = self._load_state(state, state_file)
             self._truncate_csv("metrics.csv")
             self._truncate_csv("eval.csv")
-        self._load_online(saved_episodes)
+        self._load_online(saved)
 
     # ------------------------------------------------------------------------------------ replay
     def _load_demos(self, demos: list[str]) -> None:
@@ -148,20 +173,38 @@ class ChunkRLTrainer(RunLog):
         if self.cc.demo_fraction > 0 and not k:
             raise ConfigError("rl.chunk.demo_fraction > 0 needs demo stores")
 
-    def _load_online(self, saved_episodes: int) -> None:
+    def online_stores(self) -> list[Path]:
+        """The run's own episode stores: ``online.zarr`` (the synchronous loop's) and one per actor."""
+        return [self.store_path, *sorted((self.run / ACTORS_DIR).glob("actor_*.zarr"))]
+
+    def ingest(self, store: EpisodeStore, name: str, count_steps_from: int | None = None,
+               limit: int | None = None) -> list[Derived]:
+        """The store's committed episodes that are not in the replay yet (at most ``limit``), each exactly
+        once (by store and index); those from index ``count_steps_from`` on (default: all) add their env
+        steps."""
+        start = self.ingested.setdefault(name, 0)
+        stop = store.num_episodes if limit is None else min(store.num_episodes, start + limit)
+        out = []
+        for i in tqdm(range(start, stop), desc=f"{name} -> features", unit="ep",
+                      disable=not self.progress or stop - start < 50):
+            ep = store.episode(i)
+            derived = self.featurizer(ep, seed=derived_seed(name, i))
+            self.replay.add(derived, demo=False)
+            if self.finetuner is not None:
+                self.finetuner.add(ep)
+            if count_steps_from is None or i >= count_steps_from:
+                self.env_steps += len(ep)
+            self.ingested[name] = i + 1
+            out.append(derived)
+        self.episodes = sum(self.ingested.values())
+        return out
+
+    def _load_online(self, saved: dict[str, int]) -> None:
         """Every committed online episode into the replay; those committed after the last learner
         checkpoint also count their env steps."""
-        with EpisodeStore.open(self.store_path) as store:
-            n = store.num_episodes
-            for i in tqdm(range(n), desc="online episodes -> features", unit="ep",
-                          disable=not self.progress or n == 0):
-                ep = store.episode(i)
-                self.replay.add(self.featurizer(ep, seed=ONLINE_SEED + i), demo=False)
-                if self.finetuner is not None:
-                    self.finetuner.add(ep)
-                if i >= saved_episodes:
-                    self.env_steps += len(ep)
-        self.episodes = n
+        for path in self.online_stores():
+            with EpisodeStore.open(path) as store:
+                self.ingest(store, path.name, count_steps_from=saved.get(path.name, 0))
 
     # -------------------------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -180,28 +223,20 @@ class ChunkRLTrainer(RunLog):
         learner = {k: v for k, v in lr.state_dict().items() if not k.startswith("policy.")}
         return {**tuned, "base": base, "learner": learner,
                 "optimizers": opts, "updates": lr.updates, "iteration": self.iteration,
-                "env_steps": int(self.env_steps), "episodes": self.episodes,
+                "env_steps": int(self.env_steps), "episodes": self.episodes, "ingested": dict(self.ingested),
                 "env_episodes": None if self.env_episodes is None else [int(e) for e in self.env_episodes],
                 "torch_rng": self.generator.get_state(), "np_rng": json.dumps(self.np_rng.bit_generator.state)}
 
     def _save_state(self, export: bool) -> None:
         if export:
-            tmp = self.run / "policy.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.policy.save(tmp)
-            old = self.run / "policy.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if (self.run / "policy").exists():
-                (self.run / "policy").rename(old)
-            tmp.rename(self.run / "policy")
-            shutil.rmtree(old, ignore_errors=True)
+            replace_folder(self.run / "policy", self.policy.save)
         if self.finetuner is not None and export:
             self.finetuner.export(self.run / "progress_critic")
         tmp_state = self.run / "learner.pt.tmp"
         torch.save(self._state(), tmp_state)
         tmp_state.replace(self.run / "learner.pt")  # the commit point: it names the update count
 
-    def _load_state(self, state: dict, path: Path) -> int:
+    def _load_state(self, state: dict, path: Path) -> dict[str, int]:
         lr = self.learner
         missing, unexpected = lr.load_state_dict(state["learner"], strict=False)
         if unexpected or [k for k in missing if not k.startswith("policy.")]:
@@ -224,22 +259,13 @@ class ChunkRLTrainer(RunLog):
         self.env_episodes = state["env_episodes"]
         self.generator.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = json.loads(state["np_rng"])
-        return int(state["episodes"])
+        # older checkpoints name only the synchronous loop's store
+        return dict(state.get("ingested") or {ONLINE_STORE: int(state["episodes"])})
 
     # ------------------------------------------------------------------------------------ acting
-    @torch.no_grad()
     def choose(self, cond: torch.Tensor) -> torch.Tensor:
-        """Training decisions: the best of ``candidates`` chunks by the critic, a random one with
-        probability ``explore``; normalised flat chunks (B, H*A)."""
         n = self.cc.candidates if self.iteration >= self.cc.base_rounds else 1
-        _, chunks = self.policy.propose(cond, n, deterministic=False, generator=self.generator)
-        if n == 1:
-            return chunks[:, 0]
-        best = self.policy.score(cond, chunks).argmax(dim=1)
-        rand = torch.randint(0, n, best.shape, generator=self.generator)
-        explore = torch.rand(best.shape, generator=self.generator) < self.cc.explore
-        pick = torch.where(explore, rand, best)
-        return chunks[torch.arange(chunks.shape[0]), pick]
+        return choose_chunks(self.policy, cond, n, self.cc.explore, self.generator)
 
     def collect_round(self, envs: ChunkVectorEnv, hist: ObservationWindows, asm: list[EpisodeAssembler],
                       store: EpisodeStore) -> dict[str, Any]:
@@ -256,10 +282,12 @@ class ChunkRLTrainer(RunLog):
                 ep = asm[i].add(actions[i], r, self.iteration)
                 if ep is not None:
                     store.append(ep)
-                    derived = self.featurizer(ep, seed=ONLINE_SEED + self.episodes)
+                    index = self.ingested.get(ONLINE_STORE, 0)
+                    derived = self.featurizer(ep, seed=derived_seed(ONLINE_STORE, index))
                     self.replay.add(derived, demo=False)
                     if self.finetuner is not None:
                         self.finetuner.add(ep)
+                    self.ingested[ONLINE_STORE] = index + 1
                     self.episodes += 1
                     finished.append(derived.success)
                     returns.append(float(derived.rewards.sum()))
@@ -302,6 +330,14 @@ class ChunkRLTrainer(RunLog):
     def train(self) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
+        if self.cfg.backend == "local":
+            from robot_rl.runtime.distributed.learner import run_local
+
+            return run_local(self)
+        if self.cfg.backend == "ray":
+            from robot_rl.runtime.distributed.ray_backend import run_ray
+
+            return run_ray(self)
         cfg, cc = self.cfg, self.cc
         tb = SummaryWriter(str(self.run / "tb"))
         start = time.perf_counter()

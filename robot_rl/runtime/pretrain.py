@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from robot_rl.core.errors import ConfigError
+from robot_rl.core.files import replace_folder
 from robot_rl.policy import Policy, PolicyFeatures, load_policy, make_policy, policy_class
 from robot_rl.replay.memory import InMemoryEpisodes, estimate_bytes
 from robot_rl.replay.sampling import read_windows
@@ -193,27 +194,20 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> Path:
-        final = self.run / "checkpoints" / f"step_{self.step:07d}"
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.ema.save(tmp / "policy")
-        state = {
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        torch.save(state, tmp / "train_state.pt")
-        (tmp / "numpy_rng.json").write_text(json.dumps(self.rng.bit_generator.state))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        latest = self.run / "policy"
-        latest_tmp = self.run / "policy.tmp"
-        shutil.rmtree(latest_tmp, ignore_errors=True)
-        shutil.copytree(final / "policy", latest_tmp)
-        shutil.rmtree(latest, ignore_errors=True)
-        latest_tmp.rename(latest)
+        def write(tmp: Path) -> None:
+            self.ema.save(tmp / "policy")
+            state = {
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            torch.save(state, tmp / "train_state.pt")
+            (tmp / "numpy_rng.json").write_text(json.dumps(self.rng.bit_generator.state))
+
+        final = replace_folder(self.run / "checkpoints" / f"step_{self.step:07d}", write)
+        replace_folder(self.run / "policy", lambda tmp: shutil.copytree(final / "policy", tmp))
         ckpts = sorted((self.run / "checkpoints").glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1]))
         for old in ckpts[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)

@@ -5,7 +5,6 @@ was trained on plus the run's committed episodes, labelled by their outcome, so 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from robot_rl.core.errors import ConfigError
+from robot_rl.core.files import replace_folder
 from robot_rl.core.schema import Episode
 from robot_rl.critic.dataset import EpisodeFrames, PairSampler, episode_frames, load_episodes
 from robot_rl.critic.model import ProgressCritic
@@ -65,10 +65,10 @@ class ProgressFinetuner:
                     self.base += load_episodes(store, critic.config.cameras)
         self.online: list[EpisodeFrames] = []
         self.updates, self.bursts = 0, 0
-        params = [p for p in critic.parameters() if p.requires_grad]
-        if not params:
+        self.params = [p for p in critic.parameters() if p.requires_grad]
+        if not self.params:
             raise ConfigError("the progress critic has no trainable parameters to fine-tune")
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=1e-4)
         self.rng = np.random.default_rng(seed)
         if state is not None:  # a resumed run: the fine-tuned weights, not the original ones
             critic.load_state_dict(state["critic"])
@@ -86,7 +86,6 @@ class ProgressFinetuner:
         if not any(e.progress is not None for e in episodes):
             return {}
         sampler = PairSampler(episodes, seed=int(self.rng.integers(2**31)))
-        params = [p for p in self.critic.parameters() if p.requires_grad]
         sums: dict[str, float] = {}
         self.critic.train()
         try:
@@ -95,7 +94,7 @@ class ProgressFinetuner:
                 loss, metrics = critic_loss(self.critic, batch, self._loss_cfg)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
                 self.optimizer.step()
                 self.updates += 1
                 for k, v in metrics.items():
@@ -112,8 +111,4 @@ class ProgressFinetuner:
 
     def export(self, folder: Path) -> None:
         """The fine-tuned critic as a critic folder (``robot-rl critic eval --checkpoint``), replaced whole."""
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.critic.save(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        replace_folder(folder, self.critic.save)

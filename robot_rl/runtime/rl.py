@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from robot_rl.algos.reinflow import ReinFlowActor, ReinFlowConfig
 from robot_rl.algos.rewards import RND, RewardConfig, combine_rewards
 from robot_rl.config import EnvConfig, config_to_dict
 from robot_rl.core.errors import ConfigError
+from robot_rl.core.files import replace_folder
 from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
@@ -47,6 +47,7 @@ from robot_rl.envs import get_task
 from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
 from robot_rl.policy.base import to_tensor
 from robot_rl.replay.store import EpisodeStore
+from robot_rl.runtime.distributed.config import BACKENDS, DistributedConfig
 from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows, wilson_interval
 from robot_rl.runtime.progress_finetune import ProgressFinetuneConfig
 from robot_rl.runtime.rollouts import EpisodeAssembler
@@ -74,6 +75,10 @@ class RLConfig:
     """Decisions (action chunks) per env per iteration."""
     max_minutes: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
+    backend: str = "sync"
+    """``sync``: one loop alternates acting and learning; ``local`` (rl.algo=chunk): actor processes act and
+    commit episodes while a learner trains on them and publishes weights (``rl.distributed``)."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     chunk: ChunkLearnerConfig = field(default_factory=ChunkLearnerConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reinflow: ReinFlowConfig = field(default_factory=ReinFlowConfig)
@@ -102,12 +107,19 @@ class RLConfig:
         if self.iterations < 1 or self.num_envs < 1 or self.steps_per_iteration < 1:
             raise ConfigError("iterations, num_envs and steps_per_iteration must be >= 1, got "
                               f"{self.iterations}, {self.num_envs}, {self.steps_per_iteration}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown rl.backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        if self.backend != "sync" and self.algo != "chunk":
+            raise ConfigError(f"rl.backend={self.backend!r} runs the off-policy learner (rl.algo=chunk); "
+                              f"{self.algo!r} is on-policy and runs with rl.backend=sync")
         if self.progress_finetune.enabled and (self.algo != "chunk" or not self.reward.needs_critic):
             raise ConfigError("rl.progress_finetune fine-tunes the progress critic of an rl.algo=chunk run with a "
                               f"critic reward; this run has algo={self.algo!r}, reward.kind={self.reward.kind!r}")
         try:
             self.reward.validate()
             self.progress_finetune.validate()
+            if self.backend != "sync":
+                self.distributed.validate(self.num_envs)
             if self.algo == "chunk":
                 self.chunk.validate()
             else:
@@ -263,16 +275,8 @@ class RLTrainer(RunLog):
             "np_rng": json.dumps(self.np_rng.bit_generator.state),
         }
         torch.save(state, tmp)
-        policy_tmp = self.run / "policy.tmp"
-        shutil.rmtree(policy_tmp, ignore_errors=True)
-        self.actor.export_policy().save(policy_tmp)
-        old = self.run / "policy.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if (self.run / "policy").exists():
-            (self.run / "policy").rename(old)
-        policy_tmp.rename(self.run / "policy")
+        replace_folder(self.run / "policy", self.actor.export_policy().save)
         tmp.replace(self.run / "state.pt")  # the state file is the commit: it names the iteration
-        shutil.rmtree(old, ignore_errors=True)
 
     def _load_state(self, path: Path) -> None:
         state = torch.load(path, weights_only=True)

@@ -1,0 +1,179 @@
+"""An actor: one process that acts in its envs at their own pace with the newest published weights and
+commits every finished episode to its own episode store. It never waits for the learner: weights are swapped
+at chunk boundaries when a newer version is on disk, and the learner reads the store when it is ready."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_rl.config import EnvConfig
+from robot_rl.core.errors import ConfigError
+from robot_rl.envs import get_task
+from robot_rl.policy import SteeredPolicy, load_policy
+from robot_rl.replay.store import EpisodeStore
+from robot_rl.runtime.distributed.weights import WeightSubscriber
+from robot_rl.runtime.evaluate import ObservationWindows
+from robot_rl.runtime.offpolicy import ACTORS_DIR, choose_chunks
+from robot_rl.runtime.rl import TRAIN_SEED, action_chunks
+from robot_rl.runtime.rollouts import EpisodeAssembler
+from robot_rl.runtime.vec_env import ChunkVectorEnv
+
+ACTOR_SEED_STRIDE = 1_000_003  # env seeds of different actors never meet
+
+
+@dataclass
+class ActorSpec:
+    """What one actor process needs; plain data, so it crosses process (and Ray) boundaries."""
+
+    run: str
+    """The run folder: the policy to start from (``policy/``), the weights (``weights/``) and the stores."""
+    actor_id: int
+    env: dict[str, Any]
+    """The EnvConfig as a dict."""
+    num_envs: int = 8
+    candidates: int = 8
+    """Chunks sampled per decision, the best by the Q-ensemble executed (1: the policy's own sample)."""
+    explore: float = 0.1
+    seed: int = 0
+    status_every_s: float = 2.0
+    max_episodes: int | None = None
+    """Stop after committing this many episodes in this life (tests); None: until told to stop."""
+    max_backlog: int | None = None
+    """Wait while this many committed episodes are not ingested by the learner (None: never wait)."""
+
+    @property
+    def store(self) -> Path:
+        return Path(self.run) / ACTORS_DIR / f"actor_{self.actor_id}.zarr"
+
+    @property
+    def status(self) -> Path:
+        return Path(self.run) / ACTORS_DIR / f"actor_{self.actor_id}.status.json"
+
+
+def stop_file(run: str | Path) -> Path:
+    """Its presence tells every actor of the run to stop at its next chunk boundary (the learner's word)."""
+    return Path(run) / ACTORS_DIR / "STOP"
+
+
+def apply_weights(policy: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load published tensors into the acting policy; a tensor the policy has no slot for is an error."""
+    missing_ok = set(policy.state_dict())
+    unknown = [k for k in tensors if k not in missing_ok]
+    if unknown:
+        raise ConfigError(f"published weights name parameters the acting policy lacks: {unknown[:5]}")
+    policy.load_state_dict(tensors, strict=False)
+
+
+def _write_status(path: Path, status: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(status))
+    os.replace(tmp, path)
+
+
+def _backlog(spec: ActorSpec, committed: int) -> int:
+    """Committed episodes of this actor that the learner has not ingested (all of them until the learner has
+    said what it ingested: a learner still starting up is behind)."""
+    try:
+        status = json.loads((Path(spec.run) / ACTORS_DIR / "learner.status.json").read_text())
+    except FileNotFoundError:
+        return committed
+    except (OSError, ValueError):  # being replaced this instant
+        return 0
+    return committed - int(status.get("ingested", {}).get(spec.store.name, 0))
+
+
+def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
+    """Act until ``should_stop()`` (checked at every chunk boundary) or the parent process is gone."""
+    torch.set_num_threads(1)
+    parent = os.getppid()
+    run = Path(spec.run)
+    env_config = EnvConfig(**spec.env)
+    task = get_task(env_config.task)
+    policy = load_policy(run / "policy")
+    if not isinstance(policy, SteeredPolicy):
+        raise ConfigError(f"{run / 'policy'} is a {policy.name!r} policy; the actor runs a steered policy")
+    policy.eval()
+    weights = WeightSubscriber(run / "weights")
+    first = weights.poll()
+    if first is not None:
+        apply_weights(policy, first)
+    spec.store.parent.mkdir(parents=True, exist_ok=True)
+    if not spec.store.exists():
+        EpisodeStore.create(spec.store).close()
+    store = EpisodeStore.open(spec.store, mode="a")  # a store left half-written by a kill is cleaned here
+    committed = store.num_episodes
+    seed = TRAIN_SEED + 10_000_000 * spec.seed + ACTOR_SEED_STRIDE * (spec.actor_id + 1)
+    # resets continue past every episode this actor has committed in earlier lives: no start is replayed
+    envs = ChunkVectorEnv(env_config, spec.num_envs, 0, seed=seed, episodes=[committed + 1] * spec.num_envs)
+    generator = torch.Generator().manual_seed(seed + committed)
+    hist = ObservationWindows(spec.num_envs, policy.config.n_obs_steps, task.instruction)
+    asm = [EpisodeAssembler(env_config.task, task.instruction) for _ in range(spec.num_envs)]
+    steps, episodes, wins, sync_ms, swapped = 0, 0, [], [], False
+    start = last_status = time.perf_counter()
+
+    def status(state: str) -> None:
+        elapsed = max(time.perf_counter() - start, 1e-6)
+        _write_status(spec.status, {
+            "actor": spec.actor_id, "pid": os.getpid(), "state": state, "env_steps": steps,
+            "episodes": episodes, "committed": store.num_episodes, "version": weights.version,
+            "success": float(np.mean(wins[-50:])) if wins else None, "steps_per_s": steps / elapsed,
+            "sync_ms": sync_ms[-200:], "time": time.time()})
+
+    try:
+        for i, o in enumerate(envs.reset()):
+            hist.start(i, o)
+            asm[i].start(o)
+        status("acting")
+        stop = stop_file(spec.run)
+        while not should_stop() and not stop.exists() and os.getppid() == parent:
+            if spec.max_backlog is not None and _backlog(spec, store.num_episodes) >= spec.max_backlog:
+                time.sleep(0.05)  # a simulated actor waits for a learner that shares its CPU
+                continue
+            new = weights.poll()  # the newest version on disk; the ones in between are never loaded
+            if new is not None:
+                apply_weights(policy, new)
+                swapped = True
+            cond = policy.encode(hist.batch())
+            chunks = choose_chunks(policy, cond, spec.candidates, spec.explore, generator)
+            if swapped:  # publish-to-acting: the first decision made with the new weights
+                sync_ms.append(1000.0 * (time.time() - weights.published_at))
+                swapped = False
+            actions = action_chunks(policy, chunks)
+            for i, r in enumerate(envs.step_chunks(list(actions), record=True)):
+                steps += r.steps
+                ep = asm[i].add(actions[i], r, max(weights.version, 0))
+                if ep is None:
+                    hist.push(i, r.obs)
+                    continue
+                store.append(ep)  # committed whole or not at all
+                episodes += 1
+                wins.append(bool(ep.meta.success))
+                hist.start(i, r.obs)
+            if time.perf_counter() - last_status > spec.status_every_s:
+                status("acting")
+                last_status = time.perf_counter()
+            if spec.max_episodes is not None and episodes >= spec.max_episodes:
+                break
+        status("stopped")
+    finally:
+        envs.close()
+        store.close()
+    return {"actor": spec.actor_id, "env_steps": steps, "episodes": episodes}
+
+
+def actor_process(spec_dict: dict[str, Any], stop_event=None) -> None:
+    """Entry point of a spawned actor process."""
+    spec = ActorSpec(**spec_dict)
+    run_actor(spec, should_stop=(lambda: stop_event.is_set()) if stop_event is not None else (lambda: False))
+
+
+def spec_dict(spec: ActorSpec) -> dict[str, Any]:
+    return asdict(spec)

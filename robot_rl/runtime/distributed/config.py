@@ -1,0 +1,64 @@
+"""Settings of the asynchronous actor/learner split (``rl.backend`` and ``rl.distributed``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BACKENDS = ("sync", "local", "ray")
+
+
+@dataclass
+class RayConfig:
+    """Where the Ray backend (``rl.backend=ray``, ``pip install 'robot-rl[dist]'``) places the learner and actors."""
+
+    address: str | None = None
+    """An existing cluster (``ray://...`` or ``auto``); None: start a local one for this run and stop it after
+    (dashboard off, token auth off so nothing is written to the home folder: it listens on this machine only)."""
+    num_cpus: int | None = None
+    """CPUs of the local cluster (None: this machine's)."""
+    actor_cpus: float = 0.5
+    """CPUs reserved per actor (Ray places actors where the resources are)."""
+    learner_cpus: float = 1.0
+    """CPUs reserved for the learner."""
+
+
+@dataclass
+class DistributedConfig:
+    """How actors and the learner run apart (``rl.backend=local``)."""
+
+    actors: int = 2
+    """Actor processes, each acting in its own envs and committing to its own store."""
+    envs_per_actor: int | None = None
+    """Envs per actor (None: ``rl.num_envs`` split evenly over the actors)."""
+    publish_every: int = 25
+    """Learner updates between two published weight versions."""
+    max_update_debt: int = 2000
+    """A learner slower than ``rl.chunk.utd`` x env steps drops the updates it owes beyond this many (it does
+    not fall behind without bound); a faster one waits for data (it does not overfit a slow robot)."""
+    restarts: int = 5
+    """Times one actor is restarted after it dies before the run stops with its exit code."""
+    poll_s: float = 0.05
+    """Learner's sleep when it has neither new episodes nor updates to run."""
+    max_backlog: int | None = 4
+    """An actor waits while this many of its committed episodes are not yet ingested by the learner, so a
+    simulated actor does not run ahead of a learner that shares its CPU. None: never wait (a real arm acts
+    at its control rate whatever the learner does)."""
+    keep_versions: int = 3
+    """Published weight files kept on disk (actors take the newest)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def validate(self, num_envs: int) -> None:
+        if self.max_backlog is not None and self.max_backlog < 1:
+            raise ValueError(f"distributed.max_backlog must be >= 1 or None, got {self.max_backlog}")
+        if self.actors < 1 or self.publish_every < 1 or self.max_update_debt < 1 or self.restarts < 0:
+            raise ValueError("distributed: actors, publish_every, max_update_debt >= 1 and restarts >= 0, got "
+                             f"{self.actors}, {self.publish_every}, {self.max_update_debt}, {self.restarts}")
+        if self.ray.actor_cpus <= 0 or self.ray.learner_cpus <= 0:
+            raise ValueError(f"distributed.ray: actor_cpus and learner_cpus must be > 0, got {self.ray.actor_cpus}, "
+                             f"{self.ray.learner_cpus}")
+        if self.envs_per(num_envs) < 1:
+            raise ValueError(f"distributed: {self.actors} actors need at least one env each, got rl.num_envs="
+                             f"{num_envs}")
+
+    def envs_per(self, num_envs: int) -> int:
+        return self.envs_per_actor if self.envs_per_actor is not None else num_envs // self.actors

@@ -1,0 +1,128 @@
+"""The Ray backend (``rl.backend=ray``): the same learner and actors as the local backend, placed as Ray actors
+by their CPU needs, on a local cluster this run starts or on an existing one (``rl.distributed.ray.address``).
+They meet through the run folder exactly as local processes do (episode stores, weight versions, status
+files), so on a multi-machine cluster the run folder must be on a filesystem every node mounts. This process
+supervises: a Ray actor that dies (killed, or its node lost) is replaced and the run goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from robot_rl.core.errors import ConfigError
+from robot_rl.runtime.distributed.actor import ActorSpec, run_actor, spec_dict, stop_file
+from robot_rl.runtime.distributed.learner import (
+    RESULT_FILE,
+    ActorsByFiles,
+    actor_specs,
+    clear_run_signals,
+    learner_process,
+    prepare,
+)
+from robot_rl.runtime.distributed.weights import WeightPublisher
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("rl.backend=ray needs Ray: pip install 'robot-rl[dist]'") from None
+    return ray
+
+
+def _workers(ray):
+    @ray.remote(max_restarts=0)
+    class ActorWorker:
+        def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+            return run_actor(ActorSpec(**spec))  # until the run's stop file appears
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    @ray.remote(max_restarts=0)
+    class LearnerWorker:
+        def run(self, run: str, progress: bool) -> dict[str, Any]:
+            learner_process(run, progress)
+            return json.loads((Path(run) / RESULT_FILE).read_text())
+
+    return ActorWorker, LearnerWorker
+
+
+def run_ray(trainer) -> dict[str, Any]:
+    ray = _ray()
+    dcfg, run = trainer.cfg.distributed, trainer.run
+    rc = dcfg.ray
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        if rc.address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster: no token file in $HOME
+            kwargs["num_cpus"] = rc.num_cpus
+        else:
+            kwargs["address"] = rc.address
+        # workers import robot_rl from this environment; the run folder is passed as an absolute path
+        ray.init(**kwargs)
+        started = True
+    ActorWorker, LearnerWorker = _workers(ray)
+    prepare(trainer)
+    clear_run_signals(run)
+    specs = actor_specs(trainer, dcfg)
+    handles: dict[int, Any] = {}
+    refs: dict[Any, int] = {}
+    restarts = {s.actor_id: 0 for s in specs}
+
+    def start_actor(spec: ActorSpec) -> None:
+        h = ActorWorker.options(num_cpus=rc.actor_cpus, name=None).remote()
+        handles[spec.actor_id] = h
+        refs[h.run.remote(spec_dict(spec))] = spec.actor_id
+
+    def start_learner():
+        h = LearnerWorker.options(num_cpus=rc.learner_cpus).remote()
+        return h, h.run.remote(str(run.resolve()), trainer.progress)
+
+    for spec in specs:
+        spec.run = str(run.resolve())
+        start_actor(spec)
+    learner, lref = start_learner()
+    learner_restarts, result = 0, None
+    try:
+        while result is None:
+            ready, _ = ray.wait([lref, *refs], num_returns=1, timeout=0.5)
+            for ref in ready:
+                if ref == lref:
+                    try:
+                        result = ray.get(lref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                        if learner_restarts >= dcfg.restarts:
+                            raise RuntimeError(f"the learner failed {learner_restarts + 1} times; last: {exc}") from exc
+                        learner_restarts += 1
+                        version = WeightPublisher(run / "weights").version
+                        print(f"learner exited ({type(exc).__name__}); restarting it ({learner_restarts}/"
+                              f"{dcfg.restarts}) from {run / 'learner.pt'}: it rebuilds its replay from the stores "
+                              f"while the actors act on weights v{version}", flush=True)
+                        learner, lref = start_learner()
+                    continue
+                k = refs.pop(ref)
+                try:
+                    ray.get(ref)  # it stopped because it was told to
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                    if stop_file(run).exists():
+                        continue
+                    if restarts[k] >= dcfg.restarts:
+                        raise RuntimeError(f"actor {k} failed {restarts[k] + 1} times; last: {exc}") from exc
+                    restarts[k] += 1
+                    print(f"actor {k} exited ({type(exc).__name__}); restarting it ({restarts[k]}/{dcfg.restarts}): "
+                          "its episode in flight is lost", flush=True)
+                    start_actor(next(s for s in specs if s.actor_id == k))
+    finally:
+        ActorsByFiles(specs).stop(timeout=60)
+        for h in [*handles.values(), learner]:
+            ray.kill(h)
+        if started:
+            ray.shutdown()
+    trainer.iteration, trainer.env_steps, trainer.episodes = result["iterations"], result["env_steps"], \
+        result["episodes"]
+    trainer.acted_env_steps = result["acted_env_steps"]
+    return {**result, "actor_restarts": restarts, "learner_restarts": learner_restarts, "backend": "ray"}

@@ -1,0 +1,149 @@
+"""Asynchronous actors and learner (rl.backend=local and ray): versioned weights, and a tiny real run whose
+actor and learner are killed with SIGKILL mid-way; every committed episode is ingested exactly once, versions
+only increase, and the run finishes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import time
+
+import draccus
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.config import EnvConfig
+from robot_rl.replay.store import EpisodeStore
+from robot_rl.runtime.distributed.weights import WeightPublisher, WeightSubscriber
+from robot_rl.runtime.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.rl import RLConfig
+from tests.runtime.test_offpolicy import _tiny_chunk_run
+from tests.runtime.test_rl import _rows
+
+
+def test_weights_versions_only_increase_and_the_newest_wins(tmp_path):
+    pub = WeightPublisher(tmp_path / "w", keep=2)
+    sub = WeightSubscriber(tmp_path / "w")
+    assert sub.poll() is None
+    pub.publish({"a": torch.zeros(3)}, 1)
+    assert torch.equal(sub.poll()["a"], torch.zeros(3)) and sub.version == 1
+    assert sub.poll() is None  # nothing newer
+    for v in (2, 3, 4):
+        pub.publish({"a": torch.full((3,), float(v))}, v)
+    got = sub.poll()  # versions 2 and 3 are skipped: the actor takes the newest
+    assert sub.version == 4 and float(got["a"][0]) == 4.0 and sub.published_at <= time.time()
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["v0000000003.safetensors", "v0000000004.safetensors"]
+    with pytest.raises(ValueError, match="not above"):
+        pub.publish({"a": torch.zeros(3)}, 4)
+    assert WeightPublisher(tmp_path / "w").version == 4  # a restarted learner continues above it
+
+
+def _status(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait(what, predicate, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the run ended while waiting for {what}: " + proc.communicate()[0][-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _committed(path) -> list[np.ndarray]:
+    with EpisodeStore.open(path) as store:
+        return [store.read_episode(i, ["action"])["action"] for i in range(store.num_episodes)]
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory):
+    """Demos, a cloned policy and a progress critic, made once; each test fine-tunes from them."""
+    out = tmp_path_factory.mktemp("async") / "job"
+    res = _tiny_chunk_run(out, "--rl.iterations=1", "--rl.steps_per_iteration=2")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out
+
+
+BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'robot-rl[dist]')"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_job, backend):
+    out = tmp_path / "job"
+    shutil.copytree(tiny_job, out, ignore=shutil.ignore_patterns("rl", "summary.json", "eval_after.json"))
+    rl = out / "rl"
+    actors = rl / "actors"
+    proc = _tiny_chunk_run(out, "--rl.iterations=8", "--rl.steps_per_iteration=6", f"--rl.backend={backend}",
+                           "--rl.distributed.publish_every=5", "--rl.distributed.max_backlog=6", wait=False)
+    try:
+        # 1. an actor killed mid-episode: restarted, and nothing it had in flight reaches the replay
+        _wait("committed episodes", lambda: (actors / "actor_0.zarr").exists() and
+              (_status(actors / "actor_0.status.json") or {}).get("committed", 0) >= 2, proc)
+        victim = _status(actors / "actor_0.status.json")["pid"]
+        os.kill(victim, signal.SIGKILL)
+        before = _committed(actors / "actor_0.zarr")
+        _wait("the actor's restart", lambda: (_status(actors / "actor_0.status.json") or {}).get("pid") not in
+              (None, victim), proc)
+        # 2. the learner killed: restarted from learner.pt while the actors go on acting
+        _wait("a learner status", lambda: _status(actors / "learner.status.json") is not None, proc)
+        learner = _status(actors / "learner.status.json")
+        os.kill(learner["pid"], signal.SIGKILL)
+        version_at_kill = WeightPublisher(rl / "weights").version
+        acted = {k: (_status(actors / f"actor_{k}.status.json") or {}).get("env_steps", 0) for k in (0, 1)}
+        _wait("actors acting while the learner is down", lambda: any(
+            (_status(actors / f"actor_{k}.status.json") or {}).get("env_steps", 0) > acted[k] for k in (0, 1)), proc)
+        out_text, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out_text[-4000:]
+    assert "reusing" in out_text  # the demos, cloned policy and critic of the fixture
+    assert re.search(r"actor 0 exited \(.+\); restarting it", out_text), out_text[-4000:]
+    assert re.search(r"learner exited \(.+\); restarting it", out_text), out_text[-4000:]
+    assert WeightPublisher(rl / "weights").version > version_at_kill  # the new learner publishes above it
+
+    after = _committed(actors / "actor_0.zarr")
+    assert len(after) > len(before)
+    for a, b in zip(before, after):  # committed episodes are kept as they were
+        np.testing.assert_array_equal(a, b)
+    rows = _rows(rl / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 9))  # every round once
+    versions = [int(r["weight_version"]) for r in rows]
+    assert versions == sorted(versions)
+    for k in (0, 1):  # each actor acted with versions that never went back
+        with EpisodeStore.open(actors / f"actor_{k}.zarr") as store:
+            assert store.episode_meta(0).source == "policy"
+            seq = np.concatenate([store.read_episode(i, ["policy_version"])["policy_version"]
+                                  for i in range(store.num_episodes)])
+            assert (np.diff(seq) >= 0).all() and seq.max() > 0
+
+    # every committed episode is in the replay exactly once (a resumed learner ingests what the last one had
+    # not yet), and ingesting again adds nothing
+    state = torch.load(rl / "learner.pt", weights_only=True)
+    meta = json.loads((rl / "rl.json").read_text())
+    trainer = ChunkRLTrainer(meta["policy"], EnvConfig(**meta["env"]), rl, draccus.decode(RLConfig, meta["rl"]),
+                             critic_dir=meta["critic"], demos=meta["demos"], resume=True, progress=False)
+    stores = {p.name: _committed(p) for p in sorted(actors.glob("actor_*.zarr"))}
+    assert state["ingested"].keys() == {*stores, "online.zarr"} and state["ingested"]["online.zarr"] == 0
+    assert all(0 < state["ingested"][name] <= len(eps) for name, eps in stores.items())
+    total = sum(len(a) for eps in stores.values() for a in eps)
+    assert trainer.replay.num_steps["online"] == total and trainer.env_steps == total
+    assert trainer.ingested == {name: len(eps) for name, eps in stores.items()} | {"online.zarr": 0}
+    with EpisodeStore.open(actors / "actor_1.zarr") as store:
+        assert trainer.ingest(store, "actor_1.zarr") == []  # a second look at a store adds nothing
+    assert trainer.replay.num_steps["online"] == total
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == "chunk" and summary["rl_iterations"] == 8
+    assert summary["env_steps"] == state["env_steps"] <= total
