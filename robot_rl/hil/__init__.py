@@ -1,1 +1,1 @@
-"""Reserved for a later issue (see ../shared/ARCHITECTURE.md)."""
+"""Human in the loop: teleop devices and the intervention logic that lets an operator take over."""
