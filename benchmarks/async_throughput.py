@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from robot_rl.config import load_config
-from robot_rl.runtime.job import TrainJobConfig
-from robot_rl.runtime.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.training.job import TrainJobConfig
+from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
 
 
 def run(name: str, job: TrainJobConfig, root: Path, backend: str, actors: int) -> dict:

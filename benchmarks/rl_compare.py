@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from robot_rl.config import load_config
-from robot_rl.runtime.job import TrainJobConfig
-from robot_rl.runtime.offpolicy import ChunkRLTrainer
-from robot_rl.runtime.pretrain import Pretrainer
-from robot_rl.runtime.rl import RLTrainer
+from robot_rl.runtime.training.job import TrainJobConfig
+from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.training.pretrain import Pretrainer
+from robot_rl.runtime.training.rl import RLTrainer
 
 
 def steps_to(rows: list[dict], target: float) -> int | None:

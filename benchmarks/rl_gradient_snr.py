@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from robot_rl.config import load_config
-from robot_rl.runtime.job import TrainJobConfig
-from robot_rl.runtime.rl import TRAIN_SEED, RLTrainer
-from robot_rl.runtime.vec_env import ChunkVectorEnv
+from robot_rl.runtime.training.job import TrainJobConfig
+from robot_rl.runtime.training.rl import TRAIN_SEED, RLTrainer
+from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
 
 def mean_cosine(grads: list[torch.Tensor], gap: tuple[int, int] = (1, 10**9)) -> dict[str, float] | None:

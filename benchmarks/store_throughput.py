@@ -30,7 +30,7 @@ from robot_rl.config import EnvConfig  # noqa: E402
 from robot_rl.envs import make_env  # noqa: E402
 from robot_rl.replay import EpisodeStore, UniformSampler  # noqa: E402
 from robot_rl.replay.integrity import check_store  # noqa: E402
-from robot_rl.runtime.collect import expert_rollout  # noqa: E402
+from robot_rl.runtime.training.collect import expert_rollout  # noqa: E402
 
 
 def real_episodes(n: int, size: int):

@@ -154,11 +154,11 @@ t = DDSTransport(domain_id=int(sys.argv[2]), interface="lo", peers=["127.0.0.1"]
 if sys.argv[1] == "bridge":
     from robot_rl.config import EnvConfig
     from robot_rl.envs import make_env
-    from robot_rl.runtime.env_bridge import BridgeConfig, EnvBridge
+    from robot_rl.runtime.robot.env_bridge import BridgeConfig, EnvBridge
     node = EnvBridge(make_env(EnvConfig(task="push", image_size=64, control_hz=10.0)), t,
                      BridgeConfig(realtime=True), control_hz=10.0)
 else:
-    from robot_rl.runtime.policy_server import PolicyServer, PolicyServerConfig
+    from robot_rl.runtime.robot.policy_server import PolicyServer, PolicyServerConfig
     node = PolicyServer(t, PolicyServerConfig(checkpoint=sys.argv[3], reload_every_s=0))
 print("ready", flush=True)
 sys.stdin.read()

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from robot_rl.config import EnvConfig, config_to_dict  # noqa: E402
 from robot_rl.envs import make_env  # noqa: E402
 from robot_rl.replay.store import EpisodeStore  # noqa: E402
-from robot_rl.runtime.collect import expert_rollout  # noqa: E402
+from robot_rl.runtime.training.collect import expert_rollout  # noqa: E402
 
 SMALL_IMAGE = 32
 

@@ -1,5 +1,5 @@
 """The off-policy chunk learner: a chunk critic and one way of improving on a frozen policy, as update steps
-on replay batches (see ``runtime/chunk_replay.py`` for the batch). It never touches an env.
+on replay batches (see ``runtime/training/chunk_replay.py`` for the batch). It never touches an env.
 
 Modes (``SteeredPolicy.config.mode``):
 

@@ -28,7 +28,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 def _cmd_collect(args: argparse.Namespace) -> int:
     from robot_rl.config import EnvConfig, load_config
-    from robot_rl.runtime.collect import collect_demos
+    from robot_rl.runtime.training.collect import collect_demos
 
     config = load_config(EnvConfig, args.config, args.overrides)
     if args.task is not None:
@@ -188,7 +188,7 @@ def _split_overrides(overrides: list[str], prefix: str = "policy") -> tuple[list
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from robot_rl.config import load_config
-    from robot_rl.runtime.pretrain import PretrainConfig, Pretrainer
+    from robot_rl.runtime.training.pretrain import PretrainConfig, Pretrainer
 
     rest, policy_fields = _split_overrides(args.overrides)
     cfg = load_config(PretrainConfig, args.config, rest)
@@ -205,7 +205,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from robot_rl.config import load_config
-    from robot_rl.runtime.job import TrainJobConfig, run_job
+    from robot_rl.runtime.training.job import TrainJobConfig, run_job
 
     overrides = [o for o in args.overrides if o != "--quiet"]
     quiet = args.quiet or len(overrides) != len(args.overrides)
@@ -216,7 +216,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from robot_rl.runtime.evaluate import EVAL_SEED, env_config_for, evaluate, load_checkpoint
+    from robot_rl.runtime.training.evaluate import EVAL_SEED, env_config_for, evaluate, load_checkpoint
 
     policy, saved_env = load_checkpoint(args.checkpoint)
     task = args.task or (saved_env or {}).get("task")
@@ -244,7 +244,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_recorded(policy, env_cfg, args: argparse.Namespace, seed: int) -> dict:
     """Evaluation in chunked vector envs that commits every episode to ``--record`` (a new store)."""
-    from robot_rl.runtime.rl import evaluate_saved
+    from robot_rl.runtime.training.rl import evaluate_saved
 
     if args.temporal_ensemble is not None or args.video:
         raise ConfigError("--record runs whole chunks in vector envs: drop --temporal-ensemble and --video")
@@ -260,7 +260,7 @@ def _eval_recorded(policy, env_cfg, args: argparse.Namespace, seed: int) -> dict
 
 def _cmd_critic_train(args: argparse.Namespace) -> int:
     from robot_rl.config import load_config
-    from robot_rl.runtime.critic_train import CriticTrainConfig, train_critic
+    from robot_rl.runtime.training.critic_train import CriticTrainConfig, train_critic
 
     rest, critic_fields = _split_overrides(args.overrides, "critic")
     cfg = load_config(CriticTrainConfig, args.config, rest)
@@ -275,7 +275,7 @@ def _cmd_critic_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_critic_eval(args: argparse.Namespace) -> int:
-    from robot_rl.runtime.critic_train import eval_critic
+    from robot_rl.runtime.training.critic_train import eval_critic
 
     result = eval_critic(args.checkpoint, args.data, args.rollouts, done_threshold=args.done_threshold)
     if args.json:
@@ -287,7 +287,7 @@ def _cmd_critic_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_critic_relabel(args: argparse.Namespace) -> int:
-    from robot_rl.runtime.relabel import relabel_store
+    from robot_rl.runtime.training.relabel import relabel_store
 
     result = relabel_store(args.data, args.checkpoint, skip=args.skip, progress=not args.quiet)
     print(f"relabelled {result['relabelled_now']} episodes of {args.data} "
@@ -371,7 +371,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _cmd_import_bag(args: argparse.Namespace) -> int:
     from robot_rl.transport.convert import RobotTopics
 
-    importer = _ros_extra("robot_rl.runtime.import_bag")
+    importer = _ros_extra("robot_rl.runtime.robot.import_bag")
     cameras = None if args.cameras is None else [c for c in args.cameras.split(",") if c]
     result = importer.import_bag(args.bag, args.out, RobotTopics(args.namespace, args.image_transport),
                                  append=args.append, overwrite=args.overwrite, progress=not args.quiet,

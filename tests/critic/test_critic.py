@@ -24,7 +24,7 @@ from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs.wrappers import ProgressRewardWrapper
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.critic_train import CriticTrainConfig, critic_loss
+from robot_rl.runtime.training.critic_train import CriticTrainConfig, critic_loss
 from tests.cli.test_cli import assert_clean_error, run
 from tests.conftest import SMALL_IMAGE, small_env
 

@@ -16,7 +16,7 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.policy import load_policy, make_policy, policy_class, policy_names
 from robot_rl.policy.chain import gaussian_log_prob, standard_normal_log_prob
 from robot_rl.replay import EpisodeStore, InMemoryEpisodes
-from robot_rl.runtime.pretrain import DemoData
+from robot_rl.runtime.training.pretrain import DemoData
 from tests.conftest import SMALL_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]

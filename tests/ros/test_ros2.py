@@ -120,7 +120,7 @@ def test_sim_in_the_loop_over_rclpy_nodes(tmp_path, push_store):
     the policy completes episodes over ROS 2 topics; killing it makes the arm hold still; a malformed
     action is dropped with a logged error and the bridge stays up."""
     from tests.cli.test_cli import run
-    from tests.runtime.test_pretrain_eval import TINY
+    from tests.runtime.training.test_pretrain_eval import TINY
 
     py, domain = ros_python(), random.randint(1, 200)
     ckpt = tmp_path / "bc"

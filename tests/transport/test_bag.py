@@ -19,7 +19,7 @@ dds = pytest.importorskip("robot_rl.transport.dds", reason="the DDS transport ne
 bag = pytest.importorskip("robot_rl.transport.bag", reason="recording bags needs the ros extra (rosbags)")
 
 from robot_rl.replay.store import EpisodeStore  # noqa: E402
-from robot_rl.runtime.env_bridge import BridgeConfig, EnvBridge  # noqa: E402
+from robot_rl.runtime.robot.env_bridge import BridgeConfig, EnvBridge  # noqa: E402
 from robot_rl.transport import QoS, ServiceClient  # noqa: E402
 from robot_rl.transport.convert import RobotTopics, chunk_to_msg  # noqa: E402
 from robot_rl.transport.messages import Bool, Float64MultiArray, JointState, String  # noqa: E402

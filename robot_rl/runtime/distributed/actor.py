@@ -20,11 +20,11 @@ from robot_rl.envs import get_task
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.weights import WeightSubscriber
-from robot_rl.runtime.evaluate import ObservationWindows
-from robot_rl.runtime.offpolicy import ACTORS_DIR, choose_chunks
-from robot_rl.runtime.rl import TRAIN_SEED, action_chunks
-from robot_rl.runtime.rollouts import EpisodeAssembler
-from robot_rl.runtime.vec_env import ChunkVectorEnv
+from robot_rl.runtime.training.evaluate import ObservationWindows
+from robot_rl.runtime.training.offpolicy import ACTORS_DIR, choose_chunks
+from robot_rl.runtime.training.rl import TRAIN_SEED, action_chunks
+from robot_rl.runtime.training.rollouts import EpisodeAssembler
+from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
 ACTOR_SEED_STRIDE = 1_000_003  # env seeds of different actors never meet
 

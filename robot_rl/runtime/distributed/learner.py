@@ -29,8 +29,8 @@ from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.actor import ActorSpec, actor_process, spec_dict, stop_file
 from robot_rl.runtime.distributed.config import DistributedConfig
 from robot_rl.runtime.distributed.weights import WeightPublisher
-from robot_rl.runtime.offpolicy import ACTORS_DIR
-from robot_rl.runtime.vec_env import ChunkVectorEnv
+from robot_rl.runtime.training.offpolicy import ACTORS_DIR
+from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
 RESULT_FILE = "learner_result.json"
 
@@ -332,8 +332,8 @@ def learner_process(run: str, progress: bool) -> None:
     import draccus
 
     from robot_rl.config import EnvConfig
-    from robot_rl.runtime.offpolicy import ChunkRLTrainer
-    from robot_rl.runtime.rl import RLConfig
+    from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
+    from robot_rl.runtime.training.rl import RLConfig
 
     meta = json.loads((Path(run) / "rl.json").read_text())
     cfg = draccus.decode(RLConfig, meta["rl"])

@@ -2,7 +2,7 @@
 
 from robot_rl.config import EnvConfig
 from robot_rl.envs import make_env
-from robot_rl.runtime.env_bridge import BridgeConfig, EnvBridge
+from robot_rl.runtime.robot.env_bridge import BridgeConfig, EnvBridge
 from robot_rl.transport.convert import RobotTopics
 
 from robot_rl_ros._node import run

@@ -1,7 +1,7 @@
 """policy_node: the inference node. Observations in, action chunks out at the robot's control rate,
 the critic's progress reward beside them, new weights picked up from the checkpoint folder."""
 
-from robot_rl.runtime.policy_server import PolicyServer, PolicyServerConfig
+from robot_rl.runtime.robot.policy_server import PolicyServer, PolicyServerConfig
 from robot_rl.transport.convert import RobotTopics
 
 from robot_rl_ros._node import run

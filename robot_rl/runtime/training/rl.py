@@ -48,10 +48,10 @@ from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
 from robot_rl.policy.base import to_tensor
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.config import BACKENDS, DistributedConfig
-from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows, wilson_interval
-from robot_rl.runtime.progress_finetune import ProgressFinetuneConfig
-from robot_rl.runtime.rollouts import EpisodeAssembler
-from robot_rl.runtime.vec_env import ChunkVectorEnv
+from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows, wilson_interval
+from robot_rl.runtime.training.progress_finetune import ProgressFinetuneConfig
+from robot_rl.runtime.training.rollouts import EpisodeAssembler
+from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
 TRAIN_SEED = 2_000_000  # training episodes: apart from demos (0...) and evaluation (1,000,000...)
 ALGOS = ("chunk", "reinflow", "dppo")
@@ -196,7 +196,8 @@ class RLTrainer(RunLog):
                  resume: bool = False, progress: bool = True) -> None:
         cfg.validate()
         if cfg.algo == "chunk":
-            raise ConfigError("algo=chunk is the off-policy learner: robot_rl.runtime.offpolicy.ChunkRLTrainer")
+            raise ConfigError("algo=chunk is the off-policy learner: "
+                              "robot_rl.runtime.training.offpolicy.ChunkRLTrainer")
         self.cfg, self.run, self.progress = cfg, Path(out), progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -249,7 +250,7 @@ class RLTrainer(RunLog):
             self.critic_cameras = critic.config.cameras
         self.demos = None
         if cfg.bc_coef > 0:
-            from robot_rl.runtime.pretrain import DemoData
+            from robot_rl.runtime.training.pretrain import DemoData
 
             self.demos = DemoData(list(demos), self.policy.config.features, memory_limit_gb=4.0)
         self.iteration, self.env_steps, self.episodes = 0, 0, 0

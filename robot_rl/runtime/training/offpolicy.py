@@ -40,12 +40,12 @@ from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.chunk_replay import ChunkFeaturizer, ChunkReplay, Derived, until_first_success
-from robot_rl.runtime.evaluate import EVAL_SEED, ObservationWindows
-from robot_rl.runtime.progress_finetune import ProgressFinetuner
-from robot_rl.runtime.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
-from robot_rl.runtime.rollouts import EpisodeAssembler
-from robot_rl.runtime.vec_env import ChunkVectorEnv
+from robot_rl.runtime.training.chunk_replay import ChunkFeaturizer, ChunkReplay, Derived, until_first_success
+from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows
+from robot_rl.runtime.training.progress_finetune import ProgressFinetuner
+from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
+from robot_rl.runtime.training.rollouts import EpisodeAssembler
+from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
 DEMO_SEED, ONLINE_SEED = 7_000_000, 8_000_000  # candidate-noise seeds of derived data (rebuilt identically)
 ONLINE_STORE = "online.zarr"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from robot_rl.core.errors import ConfigError
-from robot_rl.runtime.evaluate import ObservationWindows, load_checkpoint
+from robot_rl.runtime.training.evaluate import ObservationWindows, load_checkpoint
 from robot_rl.transport import ServiceClient, Transport
 from robot_rl.transport.base import ServiceTimeout
 from robot_rl.transport.convert import RobotTopics, array_to_msg, chunk_to_msg

@@ -5,10 +5,10 @@
 Run folder::
 
     OUT/demos.zarr, OUT/failures.zarr   expert demos (with done frames) and failed rollouts
-    OUT/bc/                             behaviour cloning run (see runtime/pretrain.py)
+    OUT/bc/                             behaviour cloning run (see runtime/training/pretrain.py)
     OUT/rollouts.zarr                   the cloned policy's own episodes: the critic's successes and failures
-    OUT/critic/                         progress-critic run (see runtime/critic_train.py)
-    OUT/rl/                             RL run (see runtime/rl.py); OUT/rl/policy is the fine-tuned policy
+    OUT/critic/                         progress-critic run (see runtime/training/critic_train.py)
+    OUT/rl/                             RL run (see runtime/training/rl.py); OUT/rl/policy is the fine-tuned policy
     OUT/eval_before.json, OUT/eval_after.json
     OUT/eval_before.zarr                the held-out evaluation episodes of the cloned policy
     OUT/critic_eval.json                the critic on those held-out episodes: does it rank success above failure?
@@ -29,9 +29,9 @@ import draccus
 import torch
 
 from robot_rl.config import EnvConfig
-from robot_rl.runtime.critic_train import CriticTrainConfig
-from robot_rl.runtime.pretrain import PretrainConfig
-from robot_rl.runtime.rl import RLConfig
+from robot_rl.runtime.training.critic_train import CriticTrainConfig
+from robot_rl.runtime.training.pretrain import PretrainConfig
+from robot_rl.runtime.training.rl import RLConfig
 
 
 @dataclass
@@ -81,7 +81,7 @@ def _stage(name: str) -> None:
 
 def _collect(env: EnvConfig, spec: DemoSpec, path: Path, progress: bool) -> None:
     from robot_rl.replay.store import EpisodeStore
-    from robot_rl.runtime.collect import collect_demos
+    from robot_rl.runtime.training.collect import collect_demos
 
     have = 0
     if path.exists():
@@ -104,8 +104,8 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
     for the same policy folder, episode count and ``state`` (e.g. the RL iteration whose policy it measured:
     a run continued further is evaluated again)."""
     from robot_rl.policy import load_policy
-    from robot_rl.runtime.evaluate import EVAL_SEED
-    from robot_rl.runtime.rl import evaluate_saved
+    from robot_rl.runtime.training.evaluate import EVAL_SEED
+    from robot_rl.runtime.training.rl import evaluate_saved
 
     episodes = cfg.eval_episodes if episodes is None else episodes
     seed = EVAL_SEED if seed is None else seed
@@ -130,10 +130,10 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
 
 def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
     from robot_rl.envs import get_task
-    from robot_rl.runtime.critic_train import train_critic
-    from robot_rl.runtime.offpolicy import ChunkRLTrainer
-    from robot_rl.runtime.pretrain import Pretrainer
-    from robot_rl.runtime.rl import RLTrainer
+    from robot_rl.runtime.training.critic_train import train_critic
+    from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
+    from robot_rl.runtime.training.pretrain import Pretrainer
+    from robot_rl.runtime.training.rl import RLTrainer
 
     get_task(cfg.env.task)  # an unknown task fails before anything is written
     cfg.rl.validate()
@@ -232,7 +232,7 @@ def run_job(cfg: TrainJobConfig, progress: bool = True) -> dict[str, Any]:
 def _check_critic(critic_dir: Path, rollouts: Path, out: Path) -> dict[str, Any]:
     """The critic on the cloned policy's held-out episodes: AUROC of the final value (successes over
     failures), the done head's false positives on failures, a failure's return relative to a success's."""
-    from robot_rl.runtime.critic_train import eval_critic
+    from robot_rl.runtime.training.critic_train import eval_critic
 
     if out.is_file():
         saved = json.loads(out.read_text())

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from robot_rl.core.schema import Episode, EpisodeMeta
-from robot_rl.runtime.vec_env import ChunkResult
+from robot_rl.runtime.training.vec_env import ChunkResult
 
 
 class EpisodeAssembler:

@@ -17,7 +17,7 @@ from robot_rl.core.schema import Episode
 from robot_rl.critic.dataset import EpisodeFrames, PairSampler, episode_frames, load_episodes
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.critic_train import CriticTrainConfig, augment, critic_loss
+from robot_rl.runtime.training.critic_train import CriticTrainConfig, augment, critic_loss
 
 
 @dataclass

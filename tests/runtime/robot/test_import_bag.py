@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from robot_rl.core.errors import ConfigError
-from robot_rl.runtime.import_bag import EpisodeAssembler, bag_cameras
+from robot_rl.runtime.robot.import_bag import EpisodeAssembler, bag_cameras
 from robot_rl.transport.convert import RobotTopics, image_to_msg, state_to_msg
 from robot_rl.transport.messages import Header, String, Time
 

@@ -27,7 +27,7 @@ from robot_rl.critic.metrics import evaluate_critic, evaluate_on_rollouts
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.nn import random_shift
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.pretrain import _lr_lambda
+from robot_rl.runtime.training.pretrain import _lr_lambda
 
 
 @dataclass

@@ -18,11 +18,11 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.policy import load_policy
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.chunk_replay import ChunkReplay, Derived
-from robot_rl.runtime.offpolicy import ChunkRLTrainer
-from robot_rl.runtime.progress_finetune import ProgressFinetuneConfig
-from robot_rl.runtime.rl import RLConfig
-from tests.runtime.test_rl import _rows, _train
+from robot_rl.runtime.training.chunk_replay import ChunkReplay, Derived
+from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.training.progress_finetune import ProgressFinetuneConfig
+from robot_rl.runtime.training.rl import RLConfig
+from tests.runtime.training.test_rl import _rows, _train
 
 F, A, H, N = 3, 2, 3, 2
 

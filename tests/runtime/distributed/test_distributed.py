@@ -20,10 +20,10 @@ import torch
 from robot_rl.config import EnvConfig
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.weights import WeightPublisher, WeightSubscriber
-from robot_rl.runtime.offpolicy import ChunkRLTrainer
-from robot_rl.runtime.rl import RLConfig
-from tests.runtime.test_offpolicy import _tiny_chunk_run
-from tests.runtime.test_rl import _rows
+from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.training.rl import RLConfig
+from tests.runtime.training.test_offpolicy import _tiny_chunk_run
+from tests.runtime.training.test_rl import _rows
 
 
 def test_weights_versions_only_increase_and_the_newest_wins(tmp_path):

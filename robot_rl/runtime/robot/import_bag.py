@@ -207,7 +207,7 @@ def import_bag(bag: str | Path, out: str | Path, topics: RobotTopics | None = No
     """Append every episode recorded in ``bag`` (a rosbag2 bag, or a folder of them) to the store ``out``;
     ``cameras``: which to keep (default: every camera of the robot in the bag)."""
     from robot_rl.envs import task_names
-    from robot_rl.runtime.collect import check_output_store, open_output_store
+    from robot_rl.runtime.training.collect import check_output_store, open_output_store
     from robot_rl.transport.bag import bag_paths, bag_topics, read_bag
 
     topics = topics or RobotTopics()

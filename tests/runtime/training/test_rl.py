@@ -17,9 +17,9 @@ import pytest
 
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError, RobotRLError, UnknownTaskError
-from robot_rl.runtime.vec_env import ChunkVectorEnv
+from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = [
     "--env.image_size=32", "--demos.episodes=4", "--failures.episodes=2", "--failures.max_steps=10",
     "--rollouts.episodes=2",

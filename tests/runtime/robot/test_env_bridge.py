@@ -13,7 +13,7 @@ import pytest
 from robot_rl.config import EnvConfig
 from robot_rl.envs import make_env
 from robot_rl.envs.ros_robot import RosRobotEnv
-from robot_rl.runtime.env_bridge import BridgeConfig, EnvBridge
+from robot_rl.runtime.robot.env_bridge import BridgeConfig, EnvBridge
 from robot_rl.transport import InProcBus, InProcTransport, QoS
 from robot_rl.transport.convert import RobotTopics, chunk_to_msg
 from robot_rl.transport.messages import Bool, Float64MultiArray, String
@@ -165,9 +165,9 @@ def test_bridge_holds_the_arm_still_when_actions_stop():
 
 
 def test_policy_server_drives_the_bridge_and_reloads_weights(tmp_path, push_store):
-    from robot_rl.runtime.policy_server import PolicyServer, PolicyServerConfig
+    from robot_rl.runtime.robot.policy_server import PolicyServer, PolicyServerConfig
     from tests.cli.test_cli import run
-    from tests.runtime.test_pretrain_eval import TINY
+    from tests.runtime.training.test_pretrain_eval import TINY
 
     ckpt = tmp_path / "bc"
     run("pretrain", "--policy", "flow", "--data", str(push_store), "--out", str(ckpt), "--steps", "10", "--quiet",
@@ -206,9 +206,9 @@ def test_policy_server_drives_the_bridge_and_reloads_weights(tmp_path, push_stor
 
 
 def test_policy_server_refuses_a_robot_it_was_not_trained_for(tmp_path, push_store, caplog):
-    from robot_rl.runtime.policy_server import PolicyServer, PolicyServerConfig
+    from robot_rl.runtime.robot.policy_server import PolicyServer, PolicyServerConfig
     from tests.cli.test_cli import run
-    from tests.runtime.test_pretrain_eval import TINY
+    from tests.runtime.training.test_pretrain_eval import TINY
 
     ckpt = tmp_path / "bc"
     run("pretrain", "--policy", "flow", "--data", str(push_store), "--out", str(ckpt), "--steps", "2", "--quiet",

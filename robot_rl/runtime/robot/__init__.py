@@ -1,0 +1,2 @@
+"""What faces a robot: the env bridge (a simulated arm behind the robot's topics), the policy server
+(the ROS-facing face of inference), and bag import (recordings of any arm into episode stores)."""
