@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import time
 
@@ -22,6 +21,7 @@ from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.weights import WeightPublisher, WeightSubscriber
 from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
 from robot_rl.runtime.training.rl import RLConfig
+from tests.runtime.conftest import fresh_rl
 from tests.runtime.training.test_offpolicy import _tiny_chunk_run
 from tests.runtime.training.test_rl import _rows
 
@@ -65,27 +65,17 @@ def _committed(path) -> list[np.ndarray]:
         return [store.read_episode(i, ["action"])["action"] for i in range(store.num_episodes)]
 
 
-@pytest.fixture(scope="module")
-def tiny_job(tmp_path_factory):
-    """Demos, a cloned policy and a progress critic, made once; each test fine-tunes from them."""
-    out = tmp_path_factory.mktemp("async") / "job"
-    res = _tiny_chunk_run(out, "--rl.iterations=1", "--rl.steps_per_iteration=2")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out
-
-
 BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'robot-rl[dist]')"))]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_job, backend):
-    out = tmp_path / "job"
-    shutil.copytree(tiny_job, out, ignore=shutil.ignore_patterns("rl", "summary.json", "eval_after.json"))
+def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, backend):
+    out = fresh_rl(tiny_chunk_job, tmp_path / "job")
     rl = out / "rl"
     actors = rl / "actors"
-    proc = _tiny_chunk_run(out, "--rl.iterations=8", "--rl.steps_per_iteration=6", f"--rl.backend={backend}",
+    proc = _tiny_chunk_run(out, "--rl.iterations=6", "--rl.steps_per_iteration=6", f"--rl.backend={backend}",
                            "--rl.distributed.publish_every=5", "--rl.distributed.max_backlog=6", wait=False)
     try:
         # 1. an actor killed mid-episode: restarted, and nothing it had in flight reaches the replay
@@ -119,7 +109,7 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_job, backend
     for a, b in zip(before, after):  # committed episodes are kept as they were
         np.testing.assert_array_equal(a, b)
     rows = _rows(rl / "metrics.csv")
-    assert [int(r["iteration"]) for r in rows] == list(range(1, 9))  # every round once
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 7))  # every round once
     versions = [int(r["weight_version"]) for r in rows]
     assert versions == sorted(versions)
     for k in (0, 1):  # each actor acted with versions that never went back
@@ -145,5 +135,5 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_job, backend
         assert trainer.ingest(store, "actor_1.zarr") == []  # a second look at a store adds nothing
     assert trainer.replay.num_steps["online"] == total
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["algo"] == "chunk" and summary["rl_iterations"] == 8
+    assert summary["algo"] == "chunk" and summary["rl_iterations"] == 6
     assert summary["env_steps"] == state["env_steps"] <= total

@@ -22,6 +22,7 @@ from robot_rl.runtime.training.chunk_replay import ChunkReplay, Derived
 from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
 from robot_rl.runtime.training.progress_finetune import ProgressFinetuneConfig
 from robot_rl.runtime.training.rl import RLConfig
+from tests.runtime.conftest import fresh_rl
 from tests.runtime.training.test_rl import _rows, _train
 
 F, A, H, N = 3, 2, 3, 2
@@ -105,8 +106,8 @@ def _online_episodes(path) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_chunk_run_killed_mid_way_resumes_with_every_committed_episode(tmp_path):
-    out = tmp_path / "job"
+def test_chunk_run_killed_mid_way_resumes_with_every_committed_episode(tmp_path, tiny_chunk_job):
+    out = fresh_rl(tiny_chunk_job, tmp_path / "job")
     rl = out / "rl"
     # the progress critic (the dense reward) fine-tunes on the run's episodes every other round
     tune = ["--rl.progress_finetune.every=2", "--rl.progress_finetune.steps=3", "--rl.progress_finetune.batch_size=4"]
