@@ -31,7 +31,13 @@ class ChunkLearnerConfig:
     """Chunks sampled per training decision and ranked by the critic (best-of-N)."""
     target_candidates: int = 4
     """Base-policy chunks cached per replay step (derived data): the backup's max over the next state's
-    (mode=base), the base chunk a residual edits."""
+    (mode=base, backup=td), the base chunk a residual edits. Where no update reads them (mode=base with
+    backup=mc or greedy) one is cached, whatever this says: they cost more than the rest of the derived data."""
+
+    @property
+    def cached_candidates(self) -> int:
+        """Candidates the replay caches per step: only as many as an update reads."""
+        return self.target_candidates if self.backup == "td" or self.mode != "base" else 1
     eval_best_of: int = 8
     """Candidates ranked when the saved policy acts (1: the actor alone)."""
     backup: str = "td"

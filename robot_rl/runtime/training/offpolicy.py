@@ -133,10 +133,10 @@ class ChunkRLTrainer(RunLog):
         if cfg.progress_finetune.enabled:
             self.finetuner = ProgressFinetuner(scorer.critic, cfg.progress_finetune, Path(critic_dir),
                                                None if state is None else state["progress_critic"], seed=cfg.seed)
-        self.featurizer = ChunkFeaturizer(base, cfg.reward, scorer, cc.target_candidates, self.instruction)
+        self.featurizer = ChunkFeaturizer(base, cfg.reward, scorer, cc.cached_candidates, self.instruction)
         pc = base.config
         self.replay = ChunkReplay(self.policy.config.feature_dim, pc.features.action_dim, pc.n_action_steps,
-                                  cc.target_candidates, cc.critic.gamma)
+                                  cc.cached_candidates, cc.critic.gamma)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.iteration, self.env_steps, self.episodes = 0, 0, 0
