@@ -35,6 +35,7 @@ from robot_rl.algos.offpolicy import ChunkLearner
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
 from robot_rl.core.files import replace_folder
+from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
@@ -188,16 +189,22 @@ class ChunkRLTrainer(RunLog):
         for i in tqdm(range(start, stop), desc=f"{name} -> features", unit="ep",
                       disable=not self.progress or stop - start < 50):
             ep = store.episode(i)
-            derived = self.featurizer(ep, seed=derived_seed(name, i))
-            self.replay.add(derived, demo=False)
-            if self.finetuner is not None:
-                self.finetuner.add(ep)
+            out.append(self._add_online(ep, name))
             if count_steps_from is None or i >= count_steps_from:
                 self.env_steps += len(ep)
-            self.ingested[name] = i + 1
-            out.append(derived)
-        self.episodes = sum(self.ingested.values())
         return out
+
+    def _add_online(self, ep: Episode, name: str) -> Derived:
+        """One committed online episode, the next of store ``name``, into the replay (and the progress
+        critic's fine-tuning data)."""
+        index = self.ingested.get(name, 0)
+        derived = self.featurizer(ep, seed=derived_seed(name, index))
+        self.replay.add(derived, demo=False)
+        if self.finetuner is not None:
+            self.finetuner.add(ep)
+        self.ingested[name] = index + 1
+        self.episodes = sum(self.ingested.values())
+        return derived
 
     def _load_online(self, saved: dict[str, int]) -> None:
         """Every committed online episode into the replay; those committed after the last learner
@@ -282,13 +289,7 @@ class ChunkRLTrainer(RunLog):
                 ep = asm[i].add(actions[i], r, self.iteration)
                 if ep is not None:
                     store.append(ep)
-                    index = self.ingested.get(ONLINE_STORE, 0)
-                    derived = self.featurizer(ep, seed=derived_seed(ONLINE_STORE, index))
-                    self.replay.add(derived, demo=False)
-                    if self.finetuner is not None:
-                        self.finetuner.add(ep)
-                    self.ingested[ONLINE_STORE] = index + 1
-                    self.episodes += 1
+                    derived = self._add_online(ep, ONLINE_STORE)
                     finished.append(derived.success)
                     returns.append(float(derived.rewards.sum()))
                     hist.start(i, r.obs)
