@@ -31,8 +31,10 @@ class RosRobotEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, transport: Transport, topics: RobotTopics | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, transport: Transport, topics: RobotTopics | None = None, timeout_s: float = 10.0,
+                 owns_transport: bool = False) -> None:
         self.topics, self.timeout_s = topics or RobotTopics(), timeout_s
+        self._transport = transport if owns_transport else None  # closed with the env
         self._client = ServiceClient(transport, self.topics.episode)
         self._cond = threading.Condition()
         self._reports: OrderedDict[tuple[int, int], dict] = OrderedDict()  # by the stamp their action answered
@@ -108,3 +110,5 @@ class RosRobotEnv(gym.Env):
         self._step_sub.close()
         self._observations.close()
         self._client.close()
+        if self._transport is not None:
+            self._transport.close()

@@ -11,6 +11,7 @@ record alone says which chunk files must exist, and each file says whether its b
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,89 @@ class ChunkGuard(WrapperStore):
         self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
     ) -> list[Buffer | None]:
         return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+
+# ------------------------------------------------------------------------------ raw random rows
+class RawRows:
+    """Random rows of an uncompressed checksummed array (codecs: bytes, crc32c) read straight from its
+    chunk files: one read per row at its offset, rows sorted so each chunk file is opened once per batch.
+
+    A row's bytes are trusted only after its whole chunk passed its crc32c: a chunk that is full and
+    committed is checked at its first read and remembered (such a chunk is never rewritten: the store is
+    append-only); the chunk that still has room for rows is read and checked whole every time."""
+
+    def __init__(self, root: Path, name: str, row_shape: tuple[int, ...], dtype: np.dtype, chunk_rows: int) -> None:
+        self.root, self.name = root, name
+        self.row_shape, self.dtype, self.chunk_rows = row_shape, np.dtype(dtype), chunk_rows
+        self.row_nbytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.ndim = 1 + len(row_shape)
+        self.verified: set[int] = set()
+        key = chunk_key(name, 0, self.ndim)  # name/c/0/0/...: the chunk index goes between these two
+        self._prefix, self._suffix = key[: key.rindex("/c/") + 3], key[key.rindex("/c/") + 4 :]
+
+    @classmethod
+    def of(cls, root: Path, name: str, arr: Any) -> RawRows | None:
+        """A reader for zarr array ``arr`` if its chunks are raw C-order bytes plus a crc32c, else None."""
+        from zarr.codecs import BytesCodec, Crc32cCodec
+
+        meta = arr.metadata
+        codecs = getattr(meta, "codecs", ())
+        dtype = np.dtype(arr.dtype)
+        if (len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], Crc32cCodec)
+                or getattr(arr, "order", "C") != "C" or dtype.byteorder == ">" or dtype.hasobject
+                or tuple(arr.chunks[1:]) != tuple(arr.shape[1:])):
+            return None
+        return cls(root, name, tuple(arr.shape[1:]), dtype, int(arr.chunks[0]))
+
+    def read(self, rows: np.ndarray, committed: int) -> np.ndarray:
+        """The rows at sorted, unique indices ``rows`` (all < ``committed``)."""
+        out = np.empty((len(rows), *self.row_shape), self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        wanted = rows.tolist()
+        size, nbytes, j = self.chunk_rows, self.row_nbytes, 0
+        while j < len(wanted):  # one chunk file per pass
+            chunk = wanted[j] // size
+            first = chunk * size
+            k = j + 1
+            while k < len(wanted) and wanted[k] < first + size:
+                k += 1
+            key = f"{self._prefix}{chunk}{self._suffix}"
+            full = first + size <= committed
+            if full and chunk in self.verified:
+                self._read_rows(key, first, wanted, j, k, flat, committed)
+            else:
+                data = self._whole_chunk(key, first, committed)
+                for i in range(j, k):
+                    at = (wanted[i] - first) * nbytes
+                    flat[i] = data[at : at + nbytes]
+                if full:
+                    self.verified.add(chunk)
+            j = k
+        return out
+
+    def _problem(self, first: int, committed: int, what: str) -> StoreCorruptError:
+        last = min(first + self.chunk_rows, committed) - 1
+        return corrupt(self.root, f"{self.name} rows {first}-{last}: {what}")
+
+    def _whole_chunk(self, key: str, first: int, committed: int) -> np.ndarray:
+        try:
+            data = np.fromfile(os.path.join(self.root, key), np.uint8)
+        except FileNotFoundError:
+            raise self._problem(first, committed, f"chunk file {key} is missing") from None
+        if len(data) != self.chunk_rows * self.row_nbytes + 4 or not crc_ok(data):
+            raise self._problem(first, committed, f"chunk file {key} fails its crc32c checksum (damaged or truncated)")
+        return data
+
+    def _read_rows(self, key: str, first: int, wanted: list[int], j: int, k: int, flat: np.ndarray,
+                   committed: int) -> None:
+        try:
+            fd = os.open(os.path.join(self.root, key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise self._problem(first, committed, f"chunk file {key} is missing") from None
+        nbytes = self.row_nbytes
+        try:
+            for i in range(j, k):
+                if os.preadv(fd, [flat[i]], (wanted[i] - first) * nbytes) != nbytes:
+                    raise self._problem(first, committed, f"chunk file {key} is truncated")
+        finally:
+            os.close(fd)

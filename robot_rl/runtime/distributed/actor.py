@@ -48,6 +48,9 @@ class ActorSpec:
     """Stop after committing this many episodes in this life (tests); None: until told to stop."""
     max_backlog: int | None = None
     """Wait while this many committed episodes are not ingested by the learner (None: never wait)."""
+    robot: dict[str, Any] | None = None
+    """Drive a robot over ROS 2 topics instead of simulated envs: a RobotLinkConfig as a dict, with the one
+    ``namespace`` of this actor's robot (one env)."""
 
     @property
     def store(self) -> Path:
@@ -90,6 +93,23 @@ def _backlog(spec: ActorSpec, committed: int) -> int:
     return committed - int(status.get("ingested", {}).get(spec.store.name, 0))
 
 
+def robot_envs(spec: ActorSpec, env_config: EnvConfig, seed: int, committed: int) -> ChunkVectorEnv:
+    """The actor's envs: simulated ones, or its robot over ROS 2 topics as one ``RosRobotEnv``."""
+    if spec.robot is None:
+        # resets continue past every episode this actor has committed in earlier lives: no start is replayed
+        return ChunkVectorEnv(env_config, spec.num_envs, 0, seed=seed, episodes=[committed + 1] * spec.num_envs)
+    from robot_rl.envs.ros_robot import RosRobotEnv
+    from robot_rl.transport import make_transport
+    from robot_rl.transport.convert import RobotTopics
+
+    link = dict(spec.robot)
+    transport = make_transport(link["transport"], domain_id=link.get("domain_id"), interface=link.get("interface"),
+                               peers=link.get("peers"))
+    topics = RobotTopics(namespace=link["namespace"], image_transport=link.get("image_transport", "raw"))
+    env = RosRobotEnv(transport, topics, timeout_s=float(link.get("timeout_s", 10.0)), owns_transport=True)
+    return ChunkVectorEnv.from_envs([env], env_config, seed=seed, episodes=[committed + 1])
+
+
 def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
     """Act until ``should_stop()`` (checked at every chunk boundary) or the parent process is gone."""
     torch.set_num_threads(1)
@@ -111,11 +131,11 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
     store = EpisodeStore.open(spec.store, mode="a")  # a store left half-written by a kill is cleaned here
     committed = store.num_episodes
     seed = TRAIN_SEED + 10_000_000 * spec.seed + ACTOR_SEED_STRIDE * (spec.actor_id + 1)
-    # resets continue past every episode this actor has committed in earlier lives: no start is replayed
-    envs = ChunkVectorEnv(env_config, spec.num_envs, 0, seed=seed, episodes=[committed + 1] * spec.num_envs)
+    envs = robot_envs(spec, env_config, seed, committed)
+    num_envs = envs.num_envs
     generator = torch.Generator().manual_seed(seed + committed)
-    hist = ObservationWindows(spec.num_envs, policy.config.n_obs_steps, task.instruction)
-    asm = [EpisodeAssembler(env_config.task, task.instruction) for _ in range(spec.num_envs)]
+    hist = ObservationWindows(num_envs, policy.config.n_obs_steps, task.instruction)
+    asm = [EpisodeAssembler(env_config.task, task.instruction) for _ in range(num_envs)]
     steps, episodes, wins, sync_ms, swapped = 0, 0, [], [], False
     start = last_status = time.perf_counter()
 

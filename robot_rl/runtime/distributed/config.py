@@ -23,6 +23,30 @@ class RayConfig:
 
 
 @dataclass
+class RobotLinkConfig:
+    """Actors that drive robots over ROS 2 topics (``RosRobotEnv``: a real arm's stack or an ``EnvBridge``)
+    instead of simulated envs: one actor per robot namespace, one env each, acting at the robot's rate."""
+
+    namespaces: list[str] = field(default_factory=list)
+    """Topic namespaces of the robots (e.g. ``[/robot]``); empty: the actors simulate their envs."""
+    transport: str = "dds"
+    """``dds`` (ROS 2 wire-compatible, no ROS install needed)."""
+    domain_id: int | None = None
+    """DDS domain (None: ``$ROS_DOMAIN_ID`` or 0)."""
+    interface: str | None = None
+    """Restrict discovery to one network interface (e.g. ``lo``)."""
+    peers: list[str] | None = None
+    """Unicast discovery peers (e.g. ``[127.0.0.1]``) where multicast is off."""
+    image_transport: str = "raw"
+    """``raw`` or ``jpeg``, as the robot publishes its cameras."""
+    timeout_s: float = 10.0
+    """An actor gives up on a robot that does not answer a reset or a step within this."""
+
+    def transport_kwargs(self) -> dict:
+        return {"domain_id": self.domain_id, "interface": self.interface, "peers": self.peers}
+
+
+@dataclass
 class DistributedConfig:
     """How actors and the learner run apart (``rl.backend=local``)."""
 
@@ -46,6 +70,7 @@ class DistributedConfig:
     keep_versions: int = 3
     """Published weight files kept on disk (actors take the newest)."""
     ray: RayConfig = field(default_factory=RayConfig)
+    robot: RobotLinkConfig = field(default_factory=RobotLinkConfig)
 
     def validate(self, num_envs: int) -> None:
         if self.max_backlog is not None and self.max_backlog < 1:
@@ -56,7 +81,14 @@ class DistributedConfig:
         if self.ray.actor_cpus <= 0 or self.ray.learner_cpus <= 0:
             raise ValueError(f"distributed.ray: actor_cpus and learner_cpus must be > 0, got {self.ray.actor_cpus}, "
                              f"{self.ray.learner_cpus}")
-        if self.envs_per(num_envs) < 1:
+        if self.robot.namespaces and self.robot.timeout_s <= 0:
+            raise ValueError(f"distributed.robot.timeout_s must be > 0, got {self.robot.timeout_s}")
+        if self.robot.namespaces and self.robot.transport != "dds":
+            raise ValueError(f"distributed.robot.transport must be 'dds' (actors are other processes), got "
+                             f"{self.robot.transport!r}")
+        if len(set(self.robot.namespaces)) != len(self.robot.namespaces):
+            raise ValueError(f"distributed.robot.namespaces must not repeat, got {self.robot.namespaces}")
+        if not self.robot.namespaces and self.envs_per(num_envs) < 1:
             raise ValueError(f"distributed: {self.actors} actors need at least one env each, got rl.num_envs="
                              f"{num_envs}")
 

@@ -143,9 +143,14 @@ def actor_specs(trainer, dcfg: DistributedConfig) -> list[ActorSpec]:
     from dataclasses import asdict
 
     cfg = trainer.cfg
-    return [ActorSpec(run=str(trainer.run), actor_id=k, env=asdict(trainer.env_config),
-                      num_envs=dcfg.envs_per(cfg.num_envs), candidates=trainer.cc.candidates,
-                      explore=trainer.cc.explore, seed=cfg.seed, max_backlog=dcfg.max_backlog)
+    common = {"run": str(trainer.run), "env": asdict(trainer.env_config), "candidates": trainer.cc.candidates,
+              "explore": trainer.cc.explore, "seed": cfg.seed}
+    link = dcfg.robot
+    if link.namespaces:  # one actor per robot; a robot acts at its own rate, whatever the learner does
+        robot = {k: v for k, v in asdict(link).items() if k != "namespaces"}
+        return [ActorSpec(actor_id=k, num_envs=1, max_backlog=None, robot={**robot, "namespace": ns}, **common)
+                for k, ns in enumerate(link.namespaces)]
+    return [ActorSpec(actor_id=k, num_envs=dcfg.envs_per(cfg.num_envs), max_backlog=dcfg.max_backlog, **common)
             for k in range(dcfg.actors)]
 
 

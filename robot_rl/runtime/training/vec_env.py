@@ -44,10 +44,11 @@ class ChunkResult:
 class _EnvSlot:
     """One env with its seed stream; runs chunks."""
 
-    def __init__(self, env_config: EnvConfig, index: int, num_envs: int, seed: int, episode: int) -> None:
+    def __init__(self, env_config: EnvConfig | None, index: int, num_envs: int, seed: int, episode: int,
+                 env: Any = None) -> None:
         from robot_rl.envs import make_env
 
-        self.env = make_env(env_config)
+        self.env = env if env is not None else make_env(env_config)
         self.index, self.num_envs, self.seed = index, num_envs, seed
         self.episode = episode  # episodes started so far
 
@@ -147,6 +148,19 @@ class ChunkVectorEnv:
                 self._procs.append(proc)
             for conn in self._conns:
                 self._receive(conn)
+
+    @classmethod
+    def from_envs(cls, envs: list[Any], env_config: EnvConfig, seed: int = 0,
+                  episodes: list[int] | None = None) -> ChunkVectorEnv:
+        """Chunks run in envs built elsewhere (e.g. ``RosRobotEnv`` on a robot), in this process."""
+        if not envs:
+            raise ConfigError("from_envs needs at least one env")
+        self = cls.__new__(cls)
+        self.num_envs, self.env_config, self.workers = len(envs), env_config, 0
+        episodes = episodes or [0] * len(envs)
+        self._slots = [_EnvSlot(None, i, len(envs), seed, episodes[i], env=e) for i, e in enumerate(envs)]
+        self._groups, self._conns, self._procs = [list(range(len(envs)))], [], []
+        return self
 
     def _receive(self, conn):
         try:

@@ -4,6 +4,7 @@ only increase, and the run finishes."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -137,3 +138,52 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, b
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == "chunk" and summary["rl_iterations"] == 6
     assert summary["env_steps"] == state["env_steps"] <= total
+
+
+@pytest.mark.slow
+def test_learner_killed_while_writing_its_checkpoint_resumes_from_the_previous_one(tmp_path, tiny_chunk_job):
+    """The checkpoint is written to learner.pt.tmp, then renamed. Here learner.pt.tmp is a named pipe: the
+    learner's next checkpoint blocks inside its write once this test has read its first bytes, and is killed
+    there, mid-write, for real."""
+    out = fresh_rl(tiny_chunk_job, tmp_path / "job")
+    rl = out / "rl"
+    proc = _tiny_chunk_run(out, "--rl.iterations=5", "--rl.steps_per_iteration=6", "--rl.backend=local",
+                           "--rl.distributed.publish_every=5", "--rl.distributed.max_backlog=6", wait=False)
+    fifo = rl / "learner.pt.tmp"
+    try:
+        _wait("a first checkpoint", lambda: (rl / "learner.pt").is_file() and
+              _status(rl / "actors" / "learner.status.json") is not None, proc)
+        previous = (rl / "learner.pt").read_bytes()
+        learner = _status(rl / "actors" / "learner.status.json")["pid"]
+        assert len(previous) > 16 * 4096  # so that a write of it cannot fit in the pipe
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, 4096)  # the writer blocks once 4 KiB wait unread
+        got = b""
+
+        def writing() -> bool:
+            nonlocal got
+            try:
+                got += os.read(reader, 4096)
+            except BlockingIOError:
+                pass
+            return len(got) > 0
+
+        _wait("the learner writing its next checkpoint", writing, proc)
+        os.kill(learner, signal.SIGKILL)  # mid-write: the pipe holds the rest of the checkpoint
+        os.close(reader)
+        fifo.unlink()
+        assert (rl / "learner.pt").read_bytes() == previous  # the previous checkpoint is untouched ...
+        state = torch.load(rl / "learner.pt", weights_only=True)  # ... and loads
+        out_text, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out_text[-4000:]
+    assert re.search(r"learner exited \(.+\); restarting it", out_text), out_text[-4000:]
+    final = torch.load(rl / "learner.pt", weights_only=True)
+    assert final["updates"] > state["updates"] and final["iteration"] == 5
+    rows = _rows(rl / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 6))
+    versions = [int(r["weight_version"]) for r in rows]
+    assert versions == sorted(versions)

@@ -1,0 +1,73 @@
+"""Sim in the loop: the asynchronous run's actor drives a robot over DDS (``RosRobotEnv`` against an
+``EnvBridge`` serving a simulated arm in this process), the learner trains on what the actor commits, and the
+weights it publishes reach the acting policy."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from robot_rl.config import EnvConfig
+from robot_rl.envs import make_env
+from robot_rl.replay.store import EpisodeStore
+from robot_rl.runtime.robot.env_bridge import BridgeConfig, EnvBridge
+from robot_rl.transport.convert import RobotTopics
+from robot_rl.transport.messages import String
+from tests.runtime.conftest import fresh_rl
+from tests.runtime.training.test_offpolicy import _tiny_chunk_run
+
+dds = pytest.importorskip("robot_rl.transport.dds", reason="the DDS backend needs the ros extra (cyclonedds)")
+
+
+@pytest.mark.slow
+def test_actor_driving_a_robot_over_dds_feeds_the_learner(tmp_path, tiny_chunk_job):
+    out = fresh_rl(tiny_chunk_job, tmp_path / "job")
+    env_config = EnvConfig(**json.loads((out / "job.json").read_text())["env"])
+    domain = random.randint(1, 200)
+    transport = dds.DDSTransport(domain_id=domain, interface="lo", peers=["127.0.0.1"])
+    topics = RobotTopics(namespace="/sim_arm")
+    bridge = EnvBridge(make_env(env_config), transport, BridgeConfig(realtime=False, topics=topics))
+    executed, lock = [], threading.Lock()
+
+    def on_step(msg: String) -> None:
+        report = json.loads(msg.data)
+        if report.get("answers") is not None:
+            with lock:
+                executed.append(report)
+
+    transport.subscribe(topics.step, String, on_step)
+    try:
+        res = _tiny_chunk_run(out, "--rl.iterations=3", "--rl.steps_per_iteration=4", "--rl.backend=local",
+                              "--rl.distributed.publish_every=5", "--rl.distributed.robot.namespaces=[/sim_arm]",
+                              f"--rl.distributed.robot.domain_id={domain}", "--rl.distributed.robot.interface=lo",
+                              "--rl.distributed.robot.peers=[127.0.0.1]", "--rl.distributed.robot.timeout_s=30")
+    finally:
+        bridge.close()
+        transport.close()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    actors = out / "rl" / "actors"
+    assert sorted(p.name for p in actors.glob("actor_*.zarr")) == ["actor_0.zarr"]  # one actor: one robot
+    with EpisodeStore.open(actors / "actor_0.zarr") as store:
+        lengths = [int(n) for n in np.diff(np.concatenate([[0], store.episode_ends]))]
+        versions = np.concatenate([store.read_episode(i, ["policy_version"])["policy_version"]
+                                   for i in range(store.num_episodes)])
+        actions = np.concatenate([store.read_episode(i, ["action"])["action"] for i in range(store.num_episodes)])
+    # every committed step was executed by the robot, with the action the store holds
+    assert sum(lengths) <= len(executed)
+    sent = np.array([r["action"] for r in executed[: len(actions)]], dtype=np.float32)
+    np.testing.assert_allclose(sent, actions, atol=1e-5)
+    # weights the learner published reached the acting policy, and versions never went back
+    assert versions.max() > 0 and (np.diff(versions) >= 0).all()
+    status = json.loads((actors / "actor_0.status.json").read_text())
+    assert status["version"] >= versions.max() and status["state"] == "stopped"
+    state = torch.load(out / "rl" / "learner.pt", weights_only=True)
+    # the learner took committed episodes in order until its budget (the robot acted on, unwaited for)
+    taken = state["ingested"]["actor_0.zarr"]
+    assert 0 < taken <= len(lengths)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == state["env_steps"] == sum(lengths[:taken])
