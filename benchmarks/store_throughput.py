@@ -30,6 +30,7 @@ from robot_rl.config import EnvConfig  # noqa: E402
 from robot_rl.envs import make_env  # noqa: E402
 from robot_rl.replay import EpisodeStore, UniformSampler  # noqa: E402
 from robot_rl.replay.integrity import check_store  # noqa: E402
+from robot_rl.replay.store import ChunkRows  # noqa: E402
 from robot_rl.runtime.training.collect import expert_rollout  # noqa: E402
 
 
@@ -45,7 +46,8 @@ def write(version: int, episodes, steps: int, root: Path) -> dict:
     path = root / f"v{version}.zarr"
     shutil.rmtree(path, ignore_errors=True)
     written, elapsed, i = 0, 0.0, 0
-    with EpisodeStore.create(path, version=version) as store:
+    # version 2 with compressed camera chunks, as version 1 has them: the difference is the integrity layer alone
+    with EpisodeStore.create(path, version=version, chunks=ChunkRows(compress_images=True)) as store:
         while written < steps:
             ep = episodes[i % len(episodes)]
             ep = replace(ep, meta=replace(ep.meta, seed=i))

@@ -58,6 +58,10 @@ class ChunkLearnerConfig:
     batch_size: int = 256
     demo_fraction: float = 0.5
     """Share of every batch drawn from the demos (the rest from the run's own episodes)."""
+    online_window: int | None = None
+    """A staleness bound: draw the run's own steps only from the newest this many (None: all of them, as
+    RLPD does; an off-policy critic learns from old steps too, but a learner far behind fast actors may
+    want to weigh the present)."""
     utd: float = 0.5
     """Critic updates per env step."""
     actor_every: int = 2
@@ -82,6 +86,8 @@ class ChunkLearnerConfig:
         if min(self.candidates, self.eval_best_of, self.target_candidates) < 1:
             raise ValueError(f"candidates, target_candidates and eval_best_of must be >= 1, got {self.candidates}, "
                              f"{self.target_candidates}, {self.eval_best_of}")
+        if self.online_window is not None and self.online_window < 1:
+            raise ValueError(f"online_window must be >= 1 step or None, got {self.online_window}")
         if not 0.0 <= self.demo_fraction <= 1.0 or not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"demo_fraction and explore must be in [0, 1], got {self.demo_fraction}, {self.explore}")
         if self.base_bc < 0 or self.base_bc_lr <= 0:

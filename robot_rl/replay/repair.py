@@ -7,6 +7,7 @@ beside it, verifies it, and only then swaps it in, keeping the damaged original 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -129,13 +130,17 @@ def _chunk_rows_of(record: dict[str, Any], group: Any) -> ChunkRows:
         except Exception:  # its metadata is lost: keep the default
             return None
 
+    compress_images = False
     for key, spec in steps.items():
         kind = "image" if is_image(tuple(spec["shape"]), np.dtype(spec["dtype"])) else "lowdim"
         if kind not in found and (rows := rows_of(f"steps/{key}")) is not None:
             found[kind] = rows
+            if kind == "image":  # camera chunks stay compressed (or raw) as they were
+                meta = (record.get("arrays") or {}).get(f"steps/{key}", {})
+                compress_images = "zstd" in json.dumps(meta.get("codecs", [])) or record["version"] < 2
     if steps and (rows := rows_of("episodes/end")) is not None:
         found["episode"] = rows
-    return ChunkRows(**found)
+    return ChunkRows(**found, compress_images=compress_images)
 
 
 def _episode(rows: dict[str, np.ndarray], final: dict[str, np.ndarray], meta: Any) -> Episode:

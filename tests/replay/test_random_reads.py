@@ -12,6 +12,7 @@ import pytest
 
 from robot_rl.core.errors import ConfigError, StoreCorruptError
 from robot_rl.replay import EpisodeStore
+from robot_rl.replay.repair import repair_store
 from robot_rl.replay.ring import StepRing
 from robot_rl.replay.store import ChunkRows
 
@@ -57,6 +58,9 @@ def test_random_reads_match_what_was_written(tmp_path, push_episodes, compress):
     got = reader.get_steps(idx, KEYS)
     for key in KEYS:
         np.testing.assert_array_equal(got[key], _concat(push_episodes, key)[idx], err_msg=key)
+    # a repaired copy keeps the layout of the original
+    repair_store(path, out=tmp_path / "copy.zarr")
+    assert _codecs(tmp_path / "copy.zarr", "steps/obs/images/front") == images
 
 
 def test_a_chunk_damaged_after_it_was_read_is_still_caught_when_truncated(tmp_path, push_episodes):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import draccus
 import numpy as np
 import torch
 
@@ -20,9 +21,17 @@ from robot_rl.envs import get_task
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.weights import WeightSubscriber
+from robot_rl.runtime.training.chunk_replay import save_derived
 from robot_rl.runtime.training.evaluate import ObservationWindows
-from robot_rl.runtime.training.offpolicy import ACTORS_DIR, choose_chunks
-from robot_rl.runtime.training.rl import TRAIN_SEED, action_chunks
+from robot_rl.runtime.training.offpolicy import (
+    ACTORS_DIR,
+    build_featurizer,
+    choose_chunks,
+    derived_seed,
+    featurizer_key,
+    shipped_path,
+)
+from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, action_chunks
 from robot_rl.runtime.training.rollouts import EpisodeAssembler
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
@@ -48,6 +57,9 @@ class ActorSpec:
     """Stop after committing this many episodes in this life (tests); None: until told to stop."""
     max_backlog: int | None = None
     """Wait while this many committed episodes are not ingested by the learner (None: never wait)."""
+    ship_features: bool = False
+    """Compute the replay data of each episode (features, candidates, rewards) before committing it, so the
+    learner takes it instead of computing it (only where the base and the critic stay frozen)."""
     robot: dict[str, Any] | None = None
     """Drive a robot over ROS 2 topics instead of simulated envs: a RobotLinkConfig as a dict, with the one
     ``namespace`` of this actor's robot (one env)."""
@@ -110,8 +122,10 @@ def robot_envs(spec: ActorSpec, env_config: EnvConfig, seed: int, committed: int
     return ChunkVectorEnv.from_envs([env], env_config, seed=seed, episodes=[committed + 1])
 
 
-def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
-    """Act until ``should_stop()`` (checked at every chunk boundary) or the parent process is gone."""
+def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None) -> dict[str, Any]:
+    """Act until ``should_stop()`` (checked at every chunk boundary) or the parent process is gone. ``weights``:
+    where new versions come from (default: the run's weight files), anything with ``poll()``, ``version``,
+    ``published_at`` and ``source`` like ``WeightSubscriber``."""
     torch.set_num_threads(1)
     parent = os.getppid()
     run = Path(spec.run)
@@ -121,7 +135,14 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
     if not isinstance(policy, SteeredPolicy):
         raise ConfigError(f"{run / 'policy'} is a {policy.name!r} policy; the actor runs a steered policy")
     policy.eval()
-    weights = WeightSubscriber(run / "weights")
+    featurizer, features_key = None, ""
+    if spec.ship_features:
+        meta = json.loads((run / "rl.json").read_text())
+        cfg = draccus.decode(RLConfig, meta["rl"])
+        featurizer = build_featurizer(policy.base, cfg, meta["critic"], env_config, task.instruction)
+        features_key = featurizer_key(cfg, meta["policy"], meta["critic"])
+    weights = weights if weights is not None else WeightSubscriber(run / "weights")
+    swaps: dict[str, int] = {}
     first = weights.poll()
     if first is not None:
         apply_weights(policy, first)
@@ -145,7 +166,7 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
             "actor": spec.actor_id, "pid": os.getpid(), "state": state, "env_steps": steps,
             "episodes": episodes, "committed": store.num_episodes, "version": weights.version,
             "success": float(np.mean(wins[-50:])) if wins else None, "steps_per_s": steps / elapsed,
-            "sync_ms": sync_ms[-200:], "time": time.time()})
+            "sync_ms": sync_ms[-200:], "weight_swaps": swaps, "time": time.time()})
 
     try:
         for i, o in enumerate(envs.reset()):
@@ -161,6 +182,7 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
             if new is not None:
                 apply_weights(policy, new)
                 swapped = True
+                swaps[weights.source] = swaps.get(weights.source, 0) + 1
             cond = policy.encode(hist.batch())
             chunks = choose_chunks(policy, cond, spec.candidates, spec.explore, generator)
             if swapped:  # publish-to-acting: the first decision made with the new weights
@@ -173,6 +195,10 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False) -> dict[str, Any]:
                 if ep is None:
                     hist.push(i, r.obs)
                     continue
+                if featurizer is not None:  # before the commit: a learner that sees the episode finds its data
+                    index = store.num_episodes
+                    derived = featurizer(ep, seed=derived_seed(spec.store.name, index))
+                    save_derived(shipped_path(run, spec.store.name, index), derived, ep, features_key)
                 store.append(ep)  # committed whole or not at all
                 episodes += 1
                 wins.append(bool(ep.meta.success))

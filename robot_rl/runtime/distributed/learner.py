@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from robot_rl.core.errors import ConfigError
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.actor import ActorSpec, actor_process, spec_dict, stop_file
 from robot_rl.runtime.distributed.config import DistributedConfig
-from robot_rl.runtime.distributed.weights import WeightPublisher
+from robot_rl.runtime.distributed.weights import Mirror, WeightPublisher
 from robot_rl.runtime.training.offpolicy import ACTORS_DIR
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
@@ -144,7 +145,7 @@ def actor_specs(trainer, dcfg: DistributedConfig) -> list[ActorSpec]:
 
     cfg = trainer.cfg
     common = {"run": str(trainer.run), "env": asdict(trainer.env_config), "candidates": trainer.cc.candidates,
-              "explore": trainer.cc.explore, "seed": cfg.seed}
+              "explore": trainer.cc.explore, "seed": cfg.seed, "ship_features": trainer.actors_ship_features}
     link = dcfg.robot
     if link.namespaces:  # one actor per robot; a robot acts at its own rate, whatever the learner does
         robot = {k: v for k, v in asdict(link).items() if k != "namespaces"}
@@ -187,7 +188,7 @@ class _Round:
             self.sums[k] = self.sums.get(k, 0.0) + v * n
 
 
-def prepare(trainer) -> WeightPublisher:
+def prepare(trainer, mirror: Mirror | None = None) -> WeightPublisher:
     """Before any actor starts: the critic's warm-up on the demos, ``RUN/policy`` (what actors load first) and
     a first weight version above every earlier one."""
     cc, dcfg = trainer.cc, trainer.cfg.distributed
@@ -197,12 +198,12 @@ def prepare(trainer) -> WeightPublisher:
     if trainer.learner.updates < cc.warmup_updates:
         trainer.learn(cc.warmup_updates - trainer.learner.updates, critic_only=True)
     trainer._save_state(export=True)
-    publisher = WeightPublisher(trainer.run / "weights", keep=dcfg.keep_versions)
+    publisher = WeightPublisher(trainer.run / "weights", keep=dcfg.keep_versions, mirror=mirror)
     publisher.publish(published_tensors(trainer), publisher.version + 1)
     return publisher
 
 
-def train_async(trainer, actors) -> dict[str, Any]:
+def train_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, Any]:
     """Run ``trainer`` (a ChunkRLTrainer) as the learner of asynchronous ``actors`` (which someone else
     started) until ``rl.iterations`` rounds of env steps are ingested; then the actors are stopped and the
     policy is evaluated. ``env_steps`` counts the steps learned from; ``acted_env_steps`` all the actors
@@ -216,7 +217,7 @@ def train_async(trainer, actors) -> dict[str, Any]:
     tb = SummaryWriter(str(trainer.run / "tb"))
     start = time.perf_counter()
     deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
-    publisher = prepare(trainer)
+    publisher = prepare(trainer, mirror)
     stores: dict[str, EpisodeStore] = {}
     state = {"dropped": 0, "since_publish": 0, "last_eval": None, "eval_envs": None}
     bar = tqdm(total=budget, initial=min(trainer.env_steps, budget), desc="rl async", unit="step",
@@ -278,6 +279,7 @@ def train_async(trainer, actors) -> dict[str, Any]:
                "policy_lag": float(np.mean(lags)) if lags else float("nan"),
                "weight_sync_ms": float(np.median(sync)) if sync else float("nan"),
                "replay_steps": sum(trainer.replay.num_steps.values()), "elapsed_s": now - start,
+               "features_shipped": trainer.features_counts["shipped"] / max(sum(trainer.features_counts.values()), 1),
                **{k: v / max(updates, 1) for k, v in rnd.sums.items()}}
         trainer._log("metrics.csv", row, tb)
         evaluate = cfg.eval_every and iteration % cfg.eval_every == 0 and iteration < cfg.iterations
@@ -332,8 +334,21 @@ def train_async(trainer, actors) -> dict[str, Any]:
             "updates_dropped": state["dropped"]}
 
 
-def learner_process(run: str, progress: bool) -> None:
-    """Entry point of the learner's process: resume the run's trainer from its folder and learn."""
+def learner_threads(cfg, cpus: float | None = None) -> int:
+    """torch threads for the learner: ``rl.threads`` if set, else the CPUs it has to itself (the CPUs reserved
+    for it on Ray; on one machine, the cores the single-threaded actors leave), so that learner and actors
+    together never ask for more threads than there are cores (oversubscribed torch threads spin and stall)."""
+    if cfg.threads:
+        return int(cfg.threads)
+    if cpus is not None:
+        return max(1, int(cpus))
+    actors = len(cfg.distributed.robot.namespaces) or cfg.distributed.actors
+    return max(1, (os.cpu_count() or 1) - actors)
+
+
+def learner_process(run: str, progress: bool, cpus: float | None = None, mirror: Mirror | None = None) -> None:
+    """Entry point of the learner's process: resume the run's trainer from its folder and learn (with
+    ``cpus``: the CPUs reserved for it, which sets its torch threads)."""
     import draccus
 
     from robot_rl.config import EnvConfig
@@ -342,9 +357,10 @@ def learner_process(run: str, progress: bool) -> None:
 
     meta = json.loads((Path(run) / "rl.json").read_text())
     cfg = draccus.decode(RLConfig, meta["rl"])
+    torch.set_num_threads(learner_threads(cfg, cpus))
     trainer = ChunkRLTrainer(meta["policy"], EnvConfig(**meta["env"]), run, cfg, critic_dir=meta["critic"],
                              demos=meta["demos"], resume=True, progress=progress)
-    result = train_async(trainer, ActorsByFiles(actor_specs(trainer, cfg.distributed)))
+    result = train_async(trainer, ActorsByFiles(actor_specs(trainer, cfg.distributed)), mirror)
     tmp = Path(run) / (RESULT_FILE + ".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(Path(run) / RESULT_FILE)

@@ -1,8 +1,12 @@
 """The Ray backend (``rl.backend=ray``): the same learner and actors as the local backend, placed as Ray actors
 by their CPU needs, on a local cluster this run starts or on an existing one (``rl.distributed.ray.address``).
-They meet through the run folder exactly as local processes do (episode stores, weight versions, status
-files), so on a multi-machine cluster the run folder must be on a filesystem every node mounts. This process
-supervises: a Ray actor that dies (killed, or its node lost) is replaced and the run goes on."""
+Experience and status meet through the run folder as between local processes (episode stores, status files),
+so on a multi-machine cluster the run folder must be on a filesystem every node mounts. Weights go through
+Ray's object store: the learner puts each version there and tells a small broker actor, and actors ask the
+broker at every chunk boundary; the weight files are still written, as the durable copy a restarted learner
+numbers its versions from and the one actors fall back to while the object store cannot give them a version
+(its owner, the learner, died). This process supervises: a Ray actor that dies (killed, or its node lost) is
+replaced and the run goes on."""
 
 from __future__ import annotations
 
@@ -21,7 +25,48 @@ from robot_rl.runtime.distributed.learner import (
     learner_process,
     prepare,
 )
-from robot_rl.runtime.distributed.weights import WeightPublisher
+from robot_rl.runtime.distributed.weights import Mirror, WeightPublisher, WeightSubscriber
+
+
+class BrokerSubscriber:
+    """An actor's weights from the object store through the broker; from the weight files when that fails."""
+
+    source = "object_store"
+
+    def __init__(self, ray, broker, folder: Path) -> None:
+        self.ray, self.broker = ray, broker
+        self.files = WeightSubscriber(folder)
+        self.version, self.published_at, self.source = -1, None, "object_store"
+
+    def poll(self) -> dict[str, Any] | None:
+        import torch
+
+        try:
+            newer = self.ray.get(self.broker.newer.remote(self.version), timeout=10)
+            if newer is None:
+                return None
+            version, (ref,), published = newer
+            arrays = self.ray.get(ref, timeout=30)
+            tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+            self.source = "object_store"
+        except Exception:  # the broker or the object's owner is gone: the files have every version
+            self.files.version = self.version
+            tensors = self.files.poll()
+            if tensors is None:
+                return None
+            version, published, self.source = self.files.version, self.files.published_at, "files"
+        self.version, self.published_at = version, published
+        return tensors
+
+
+def object_store_mirror(ray, broker) -> Mirror:
+    """What the learner's publisher calls for every version: put it in the object store, tell the broker."""
+
+    def mirror(tensors, version: int, published: float) -> None:
+        ref = ray.put({k: v.numpy() for k, v in tensors.items()})
+        broker.put.remote(version, [ref], published)  # in a list: Ray passes the reference, not the value
+
+    return mirror
 
 
 def _ray():
@@ -33,21 +78,36 @@ def _ray():
 
 
 def _workers(ray):
+    @ray.remote(num_cpus=0)
+    class WeightBroker:
+        """The newest published version: its number, its object reference and its publish time."""
+
+        def __init__(self) -> None:
+            self.version, self.ref, self.published = -1, None, None
+
+        def put(self, version: int, boxed: list, published: float) -> None:
+            if version > self.version:  # versions only increase, whatever order the puts arrive in
+                self.version, self.ref, self.published = version, boxed[0], published
+
+        def newer(self, version: int):
+            return None if self.version <= version else (self.version, [self.ref], self.published)
+
     @ray.remote(max_restarts=0)
     class ActorWorker:
-        def run(self, spec: dict[str, Any]) -> dict[str, Any]:
-            return run_actor(ActorSpec(**spec))  # until the run's stop file appears
+        def run(self, spec: dict[str, Any], broker) -> dict[str, Any]:
+            weights = BrokerSubscriber(ray, broker, Path(spec["run"]) / "weights")
+            return run_actor(ActorSpec(**spec), weights=weights)  # until the run's stop file appears
 
         def pid(self) -> int:
             return os.getpid()
 
     @ray.remote(max_restarts=0)
     class LearnerWorker:
-        def run(self, run: str, progress: bool) -> dict[str, Any]:
-            learner_process(run, progress)
+        def run(self, run: str, progress: bool, cpus: float, broker) -> dict[str, Any]:
+            learner_process(run, progress, cpus, object_store_mirror(ray, broker))
             return json.loads((Path(run) / RESULT_FILE).read_text())
 
-    return ActorWorker, LearnerWorker
+    return WeightBroker, ActorWorker, LearnerWorker
 
 
 def run_ray(trainer) -> dict[str, Any]:
@@ -65,8 +125,9 @@ def run_ray(trainer) -> dict[str, Any]:
         # workers import robot_rl from this environment; the run folder is passed as an absolute path
         ray.init(**kwargs)
         started = True
-    ActorWorker, LearnerWorker = _workers(ray)
-    prepare(trainer)
+    WeightBroker, ActorWorker, LearnerWorker = _workers(ray)
+    broker = WeightBroker.remote()
+    prepare(trainer, object_store_mirror(ray, broker))
     clear_run_signals(run)
     specs = actor_specs(trainer, dcfg)
     handles: dict[int, Any] = {}
@@ -76,11 +137,11 @@ def run_ray(trainer) -> dict[str, Any]:
     def start_actor(spec: ActorSpec) -> None:
         h = ActorWorker.options(num_cpus=rc.actor_cpus, name=None).remote()
         handles[spec.actor_id] = h
-        refs[h.run.remote(spec_dict(spec))] = spec.actor_id
+        refs[h.run.remote(spec_dict(spec), broker)] = spec.actor_id
 
     def start_learner():
         h = LearnerWorker.options(num_cpus=rc.learner_cpus).remote()
-        return h, h.run.remote(str(run.resolve()), trainer.progress)
+        return h, h.run.remote(str(run.resolve()), trainer.progress, rc.learner_cpus, broker)
 
     for spec in specs:
         spec.run = str(run.resolve())
@@ -118,7 +179,7 @@ def run_ray(trainer) -> dict[str, Any]:
                     start_actor(next(s for s in specs if s.actor_id == k))
     finally:
         ActorsByFiles(specs).stop(timeout=60)
-        for h in [*handles.values(), learner]:
+        for h in [*handles.values(), learner, broker]:
             ray.kill(h)
         if started:
             ray.shutdown()

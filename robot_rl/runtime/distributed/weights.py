@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,13 +26,17 @@ def _versions(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for n in names if (m := _NAME.match(n)))
 
 
-class WeightPublisher:
-    """Writes ``folder/vNNNNNNNNNN.safetensors`` and keeps the newest ``keep`` of them."""
+Mirror = Callable[[dict[str, torch.Tensor], int, float], None]
 
-    def __init__(self, folder: str | Path, keep: int = 3) -> None:
+
+class WeightPublisher:
+    """Writes ``folder/vNNNNNNNNNN.safetensors`` and keeps the newest ``keep`` of them; ``mirror`` (e.g. Ray's
+    object store) also gets every version once its file is in place (tensors, version, publish time)."""
+
+    def __init__(self, folder: str | Path, keep: int = 3, mirror: Mirror | None = None) -> None:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
-        self.folder, self.keep = Path(folder), keep
+        self.folder, self.keep, self.mirror = Path(folder), keep, mirror
         self.folder.mkdir(parents=True, exist_ok=True)
         found = _versions(self.folder)
         self.version = found[-1] if found else -1
@@ -43,10 +48,13 @@ class WeightPublisher:
             raise ValueError(f"weight version {version} is not above the last published {self.version}")
         path = self.folder / f"v{version:010d}.safetensors"
         tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                  metadata={"version": str(version), "published": repr(time.time())})
+        cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        published = time.time()
+        save_file(cpu, str(tmp), metadata={"version": str(version), "published": repr(published)})
         os.replace(tmp, path)
         self.version = version
+        if self.mirror is not None:
+            self.mirror(cpu, version, published)
         for old in _versions(self.folder)[: -self.keep]:
             (self.folder / f"v{old:010d}.safetensors").unlink(missing_ok=True)
         return path
@@ -54,6 +62,8 @@ class WeightPublisher:
 
 class WeightSubscriber:
     """An actor's side: ``poll()`` returns the newest weights above the ones it holds, or None."""
+
+    source = "files"
 
     def __init__(self, folder: str | Path, version: int = -1) -> None:
         self.folder, self.version = Path(folder), version

@@ -10,7 +10,11 @@ episode terminated inside it.
 
 from __future__ import annotations
 
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +59,38 @@ class Derived:
     final_candidates: np.ndarray  # (N, h*A)
     terminated: bool
     success: bool
+
+
+def _actions_digest(ep: Episode) -> int:
+    return zlib.crc32(np.ascontiguousarray(ep.action, np.float32).tobytes())
+
+
+def save_derived(path: Path, d: Derived, ep: Episode, key: str) -> None:
+    """Write ``d`` (computed from ``ep`` by a featurizer described by ``key``) where a learner will look for it,
+    written then renamed. It names the episode by its actions' digest, so a file left by an actor killed before
+    its commit is never taken for the episode that gets that index later."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, features=d.features, actions=d.actions, rewards=d.rewards, candidates=d.candidates,
+             final_features=d.final_features, final_candidates=d.final_candidates,
+             flags=np.array([d.terminated, d.success]), digest=np.array(_actions_digest(ep), np.int64),
+             key=np.array(key))
+    os.replace(tmp, path)
+
+
+def load_derived(path: Path, ep: Episode, key: str) -> Derived | None:
+    """What :func:`save_derived` wrote for ``ep`` with the same featurizer; None if there is none, or it was
+    written for another episode, another featurizer or is unreadable (the caller computes it then)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["key"]) != key or int(f["digest"]) != _actions_digest(ep) or len(f["actions"]) != len(ep):
+                return None
+            terminated, success = (bool(x) for x in f["flags"])
+            return Derived(features=f["features"], actions=f["actions"], rewards=f["rewards"],
+                           candidates=f["candidates"], final_features=f["final_features"],
+                           final_candidates=f["final_candidates"], terminated=terminated, success=success)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def until_first_success(ep: Episode) -> Episode:
@@ -217,8 +253,14 @@ class ChunkReplay:
         return {"features": torch.from_numpy(self.features.view[t]),
                 "chunks": torch.from_numpy(self.actions.view[idx].reshape(batch, -1))}
 
-    def sample(self, batch: int, demo_fraction: float, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        t = _draw(self._rows(True), self._rows(False), batch, demo_fraction, rng)
+    def sample(self, batch: int, demo_fraction: float, rng: np.random.Generator,
+               online_window: int | None = None) -> dict[str, torch.Tensor]:
+        """A batch of chunk decisions; with ``online_window`` the online ones come from the newest that many
+        online steps only (they are added in the order they were ingested)."""
+        online = self._rows(False)
+        if online_window is not None:
+            online = online[-online_window:]
+        t = _draw(self._rows(True), online, batch, demo_fraction, rng)
         ep = self.episode_of.view[t]
         end = np.asarray(self.ep_end)[ep]
         idx = t[:, None] + np.arange(self.h)[None]

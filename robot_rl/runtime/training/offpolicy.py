@@ -41,7 +41,13 @@ from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.training.chunk_replay import ChunkFeaturizer, ChunkReplay, Derived, until_first_success
+from robot_rl.runtime.training.chunk_replay import (
+    ChunkFeaturizer,
+    ChunkReplay,
+    Derived,
+    load_derived,
+    until_first_success,
+)
 from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows
 from robot_rl.runtime.training.progress_finetune import ProgressFinetuner
 from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
@@ -51,6 +57,33 @@ from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 DEMO_SEED, ONLINE_SEED = 7_000_000, 8_000_000  # candidate-noise seeds of derived data (rebuilt identically)
 ONLINE_STORE = "online.zarr"
 ACTORS_DIR = "actors"  # one episode store per asynchronous actor (runtime/distributed)
+
+
+def shipped_path(run: Path, store: str, index: int) -> Path:
+    """Where the actor committing episode ``index`` to ``store`` leaves the replay's data of it (its features,
+    candidates and rewards), so that the learner need not compute them again."""
+    return Path(run) / ACTORS_DIR / store.replace(".zarr", ".features") / f"{index:010d}.npz"
+
+
+def featurizer_key(cfg: RLConfig, policy_dir: str | Path, critic_dir: str | Path | None) -> str:
+    """What shipped derived data must have been computed with to be used (see ``load_derived``)."""
+    return json.dumps({"policy": str(policy_dir), "critic": None if critic_dir is None else str(critic_dir),
+                       "reward": draccus.encode(cfg.reward), "candidates": cfg.chunk.cached_candidates}, sort_keys=True)
+
+
+def build_featurizer(base, cfg: RLConfig, critic_dir: str | Path | None, env_config: EnvConfig,
+                     instruction: str) -> ChunkFeaturizer:
+    """Episode -> replay data with the frozen ``base`` and the progress critic at ``critic_dir`` (where the
+    reward needs it): the learner's and, when actors ship it, each actor's."""
+    scorer = None
+    if cfg.reward.needs_critic:
+        critic = ProgressCritic.load(critic_dir)
+        missing = [c for c in critic.config.cameras if c not in env_config.cameras]
+        if missing:
+            raise ConfigError(f"the critic reads cameras {missing} that the env does not render "
+                              f"(env cameras: {env_config.cameras})")
+        scorer = CriticReward(critic, batch_size=cfg.critic_batch_size)
+    return ChunkFeaturizer(base, cfg.reward, scorer, cfg.chunk.cached_candidates, instruction)
 
 
 def derived_seed(store: str, index: int) -> int:
@@ -116,14 +149,10 @@ class ChunkRLTrainer(RunLog):
             rank_std_coef=cc.rank_std_coef)
         torch.manual_seed(cfg.seed)
         self.learner = ChunkLearner(self.policy, cc)
-        scorer = None
-        if cfg.reward.needs_critic:
-            critic = ProgressCritic.load(critic_dir)
-            missing = [c for c in critic.config.cameras if c not in env_config.cameras]
-            if missing:
-                raise ConfigError(f"the critic reads cameras {missing} that the env does not render "
-                                  f"(env cameras: {env_config.cameras})")
-            scorer = CriticReward(critic, batch_size=cfg.critic_batch_size)
+        self.featurizer = build_featurizer(base, cfg, critic_dir, env_config, self.instruction)
+        self.features_key = featurizer_key(cfg, policy_dir, critic_dir)
+        self.features_counts = {"shipped": 0, "computed": 0}  # online episodes' replay data: from actors, here
+        scorer = self.featurizer.scorer
         # before any episode is scored: a resumed run scores with the critic as it was fine-tuned
         state_file = self.run / "learner.pt"
         state = torch.load(state_file, weights_only=True) if resume and state_file.is_file() else None
@@ -134,7 +163,6 @@ class ChunkRLTrainer(RunLog):
         if cfg.progress_finetune.enabled:
             self.finetuner = ProgressFinetuner(scorer.critic, cfg.progress_finetune, Path(critic_dir),
                                                None if state is None else state["progress_critic"], seed=cfg.seed)
-        self.featurizer = ChunkFeaturizer(base, cfg.reward, scorer, cc.cached_candidates, self.instruction)
         pc = base.config
         self.replay = ChunkReplay(self.policy.config.feature_dim, pc.features.action_dim, pc.n_action_steps,
                                   cc.cached_candidates, cc.critic.gamma)
@@ -198,13 +226,24 @@ class ChunkRLTrainer(RunLog):
         """One committed online episode, the next of store ``name``, into the replay (and the progress
         critic's fine-tuning data)."""
         index = self.ingested.get(name, 0)
-        derived = self.featurizer(ep, seed=derived_seed(name, index))
+        derived = None
+        if self.actors_ship_features and name != ONLINE_STORE:
+            derived = load_derived(shipped_path(self.run, name, index), ep, self.features_key)
+        self.features_counts["shipped" if derived is not None else "computed"] += 1
+        if derived is None:
+            derived = self.featurizer(ep, seed=derived_seed(name, index))
         self.replay.add(derived, demo=False)
         if self.finetuner is not None:
             self.finetuner.add(ep)
         self.ingested[name] = index + 1
         self.episodes = sum(self.ingested.values())
         return derived
+
+    @property
+    def actors_ship_features(self) -> bool:
+        """Whether asynchronous actors compute the replay data of their episodes (with the same frozen base
+        and critic, the same seeds): not when either learns during the run (rl.progress_finetune, base_bc)."""
+        return self.finetuner is None and self.learner.base_opt is None
 
     def _load_online(self, saved: dict[str, int]) -> None:
         """Every committed online episode into the replay; those committed after the last learner
@@ -302,7 +341,7 @@ class ChunkRLTrainer(RunLog):
         sums: dict[str, float] = {}
         self.learner.train()
         for _ in range(updates):
-            batch = self.replay.sample(self.cc.batch_size, self.cc.demo_fraction, self.np_rng)
+            batch = self.replay.sample(self.cc.batch_size, self.cc.demo_fraction, self.np_rng, self.cc.online_window)
             for k, v in self.learner.update(batch, self.generator, critic_only=critic_only).items():
                 sums[k] = sums.get(k, 0.0) + v
         self.learner.eval()

@@ -76,8 +76,9 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, b
     out = fresh_rl(tiny_chunk_job, tmp_path / "job")
     rl = out / "rl"
     actors = rl / "actors"
-    proc = _tiny_chunk_run(out, "--rl.iterations=6", "--rl.steps_per_iteration=6", f"--rl.backend={backend}",
-                           "--rl.distributed.publish_every=5", "--rl.distributed.max_backlog=6", wait=False)
+    # actors never wait for the learner (a real arm's setting), and the budget outlasts the kills below
+    proc = _tiny_chunk_run(out, "--rl.iterations=6", "--rl.steps_per_iteration=30", f"--rl.backend={backend}",
+                           "--rl.distributed.publish_every=5", "--rl.distributed.max_backlog=null", wait=False)
     try:
         # 1. an actor killed mid-episode: restarted, and nothing it had in flight reaches the replay
         _wait("committed episodes", lambda: (actors / "actor_0.zarr").exists() and
@@ -111,6 +112,7 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, b
         np.testing.assert_array_equal(a, b)
     rows = _rows(rl / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == list(range(1, 7))  # every round once
+    assert float(rows[-1]["features_shipped"]) > 0.5  # the actors computed the replay data of their episodes
     versions = [int(r["weight_version"]) for r in rows]
     assert versions == sorted(versions)
     for k in (0, 1):  # each actor acted with versions that never went back
@@ -135,6 +137,10 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, b
     with EpisodeStore.open(actors / "actor_1.zarr") as store:
         assert trainer.ingest(store, "actor_1.zarr") == []  # a second look at a store adds nothing
     assert trainer.replay.num_steps["online"] == total
+    # weights reached the actors through Ray's object store on Ray, through the weight files locally
+    swaps = [(_status(actors / f"actor_{k}.status.json") or {}).get("weight_swaps", {}) for k in (0, 1)]
+    via = "object_store" if backend == "ray" else "files"
+    assert all(s.get(via, 0) > 0 for s in swaps), swaps
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == "chunk" and summary["rl_iterations"] == 6
     assert summary["env_steps"] == state["env_steps"] <= total
@@ -187,3 +193,16 @@ def test_learner_killed_while_writing_its_checkpoint_resumes_from_the_previous_o
     assert [int(r["iteration"]) for r in rows] == list(range(1, 6))
     versions = [int(r["weight_version"]) for r in rows]
     assert versions == sorted(versions)
+
+
+def test_learner_threads_leave_the_actors_their_cores():
+    from robot_rl.runtime.distributed.learner import learner_threads
+
+    cfg = RLConfig()
+    cfg.distributed.actors = 2
+    assert learner_threads(cfg) == max(1, (os.cpu_count() or 1) - 2)
+    assert learner_threads(cfg, cpus=3.0) == 3  # on Ray: the CPUs reserved for the learner
+    cfg.distributed.robot.namespaces = ["/a", "/b", "/c"]  # one actor per robot
+    assert learner_threads(cfg) == max(1, (os.cpu_count() or 1) - 3)
+    cfg.threads = 5
+    assert learner_threads(cfg, cpus=1.0) == 5  # rl.threads, when set, wins

@@ -18,7 +18,7 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.policy import load_policy
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.training.chunk_replay import ChunkReplay, Derived
+from robot_rl.runtime.training.chunk_replay import ChunkReplay, Derived, load_derived, save_derived
 from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
 from robot_rl.runtime.training.progress_finetune import ProgressFinetuneConfig
 from robot_rl.runtime.training.rl import RLConfig
@@ -64,6 +64,36 @@ def test_replay_batches_cut_chunks_at_episode_ends():
     assert len(seen) == 9  # every step of both episodes starts chunks
     only_demo = replay.sample(64, 1.0, rng)["features"][:, 0]
     assert bool((only_demo < 100).all())
+
+
+def test_replay_online_window_bounds_the_age_of_online_steps():
+    replay = ChunkReplay(F, A, H, N)
+    replay.add(_derived(5, 0.0, terminated=True), demo=True)
+    replay.add(_derived(4, 100.0, terminated=False), demo=False)  # the older online episode
+    replay.add(_derived(4, 200.0, terminated=False), demo=False)  # the newest
+    rng = np.random.default_rng(0)
+    online = replay.sample(400, 0.0, rng, online_window=3)["features"][:, 0]
+    assert set(online.tolist()) == {201.0, 202.0, 203.0}  # the newest 3 online steps only
+    every = replay.sample(400, 0.0, rng)["features"][:, 0]
+    assert {100.0, 200.0} <= set(every.tolist())
+    with pytest.raises(ValueError, match="online_window"):
+        RLConfig(algo="chunk").chunk.__class__(online_window=0).validate()
+
+
+def test_shipped_replay_data_is_taken_only_for_its_own_episode_and_featurizer(tmp_path, push_episodes):
+    ep, other = push_episodes[0], push_episodes[1]
+    d = _derived(len(ep), 1.0, terminated=True)
+    path = tmp_path / "actor_0.features" / "0000000000.npz"
+    save_derived(path, d, ep, "key")
+    got = load_derived(path, ep, "key")
+    for field in ("features", "actions", "rewards", "candidates", "final_features", "final_candidates"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(d, field), err_msg=field)
+    assert (got.terminated, got.success) == (True, True)
+    assert load_derived(path, other, "key") is None  # left by an actor killed before committing another episode
+    assert load_derived(path, ep, "another featurizer") is None
+    assert load_derived(tmp_path / "missing.npz", ep, "key") is None
+    path.write_bytes(path.read_bytes()[:100])
+    assert load_derived(path, ep, "key") is None  # damaged: the learner computes it itself
 
 
 def test_replay_returns_to_go_are_discounted_sums_within_an_episode():
