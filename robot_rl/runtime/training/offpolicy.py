@@ -20,6 +20,7 @@ Killed at any point, a run resumes from ``learner.pt`` and rebuilds its replay f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -46,6 +47,7 @@ from robot_rl.runtime.training.chunk_replay import (
     ChunkReplay,
     Derived,
     load_derived,
+    save_derived,
     until_first_success,
 )
 from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows
@@ -57,6 +59,7 @@ from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 DEMO_SEED, ONLINE_SEED = 7_000_000, 8_000_000  # candidate-noise seeds of derived data (rebuilt identically)
 ONLINE_STORE = "online.zarr"
 ACTORS_DIR = "actors"  # one episode store per asynchronous actor (runtime/distributed)
+DEMO_FEATURES = "demo_features"  # the demos' replay data, computed once per run
 
 
 def shipped_path(run: Path, store: str, index: int) -> Path:
@@ -191,11 +194,19 @@ class ChunkRLTrainer(RunLog):
                 total += store.num_episodes
         bar = tqdm(total=total, desc="demos -> features", unit="ep", disable=not self.progress)
         k = 0
+        cache = self.actors_ship_features  # the featurizer is frozen: what it made once holds for the run
         for path in paths:
+            folder = self.run / DEMO_FEATURES / hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
             with EpisodeStore.open(path) as store:
                 for i in range(store.num_episodes):
                     ep = until_first_success(store.episode(i))
-                    self.replay.add(self.featurizer(ep, seed=DEMO_SEED + k), demo=True)
+                    key = f"{self.features_key}|{DEMO_SEED + k}"
+                    derived = load_derived(folder / f"{i:010d}.npz", ep, key) if cache else None
+                    if derived is None:
+                        derived = self.featurizer(ep, seed=DEMO_SEED + k)
+                        if cache:  # a restarted learner (or the learner process after its supervisor) reads it
+                            save_derived(folder / f"{i:010d}.npz", derived, ep, key)
+                    self.replay.add(derived, demo=True)
                     k += 1
                     bar.update(1)
         bar.close()

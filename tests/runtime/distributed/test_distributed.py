@@ -128,6 +128,9 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, b
     meta = json.loads((rl / "rl.json").read_text())
     trainer = ChunkRLTrainer(meta["policy"], EnvConfig(**meta["env"]), rl, draccus.decode(RLConfig, meta["rl"]),
                              critic_dir=meta["critic"], demos=meta["demos"], resume=True, progress=False)
+    demo_files = list((rl / "demo_features").rglob("*.npz"))  # the demos' replay data, computed once
+    with EpisodeStore.open(meta["demos"][0]) as demos:
+        assert len(demo_files) == demos.num_episodes
     stores = {p.name: _committed(p) for p in sorted(actors.glob("actor_*.zarr"))}
     assert state["ingested"].keys() == {*stores, "online.zarr"} and state["ingested"]["online.zarr"] == 0
     assert all(0 < state["ingested"][name] <= len(eps) for name, eps in stores.items())
