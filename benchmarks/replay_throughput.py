@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from store_throughput import real_episodes  # noqa: E402
+from store_throughput import append_until, real_episodes  # noqa: E402
 
 from robot_rl.core.schema import STEP_FIELDS, Episode  # noqa: E402
 from robot_rl.replay import EpisodeStore  # noqa: E402
@@ -56,16 +55,7 @@ def joined(episodes) -> Episode:
 
 def write(path: Path, episodes, steps: int, compress: bool) -> float:
     """Append episodes until ``steps``; returns append steps/s."""
-    written, elapsed, i = 0, 0.0, 0
-    with EpisodeStore.create(path, overwrite=True, chunks=ChunkRows(compress_images=compress)) as store:
-        while written < steps:
-            ep = episodes[i % len(episodes)]
-            ep = replace(ep, meta=replace(ep.meta, seed=i))
-            t = time.perf_counter()
-            store.append(ep)
-            elapsed += time.perf_counter() - t
-            written += len(ep)
-            i += 1
+    written, elapsed, _ = append_until(path, episodes, steps, chunks=ChunkRows(compress_images=compress))
     return written / elapsed
 
 

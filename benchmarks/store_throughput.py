@@ -42,12 +42,11 @@ def real_episodes(n: int, size: int):
         env.close()
 
 
-def write(version: int, episodes, steps: int, root: Path) -> dict:
-    path = root / f"v{version}.zarr"
-    shutil.rmtree(path, ignore_errors=True)
+def append_until(path: Path, episodes, steps: int, **create) -> tuple[int, float, int]:
+    """Append ``episodes`` over and over (new seeds) to a new store until it holds ``steps``; returns the steps
+    written, the seconds spent in ``append`` and the episodes written."""
     written, elapsed, i = 0, 0.0, 0
-    # version 2 with compressed camera chunks, as version 1 has them: the difference is the integrity layer alone
-    with EpisodeStore.create(path, version=version, chunks=ChunkRows(compress_images=True)) as store:
+    with EpisodeStore.create(path, overwrite=True, **create) as store:
         while written < steps:
             ep = episodes[i % len(episodes)]
             ep = replace(ep, meta=replace(ep.meta, seed=i))
@@ -56,6 +55,14 @@ def write(version: int, episodes, steps: int, root: Path) -> dict:
             elapsed += time.perf_counter() - t
             written += len(ep)
             i += 1
+    return written, elapsed, i
+
+
+def write(version: int, episodes, steps: int, root: Path) -> dict:
+    path = root / f"v{version}.zarr"
+    shutil.rmtree(path, ignore_errors=True)
+    # version 2 with compressed camera chunks, as version 1 has them: the difference is the integrity layer alone
+    written, elapsed, i = append_until(path, episodes, steps, version=version, chunks=ChunkRows(compress_images=True))
     t = time.perf_counter()
     report = check_store(path, deep=True)
     verify = time.perf_counter() - t

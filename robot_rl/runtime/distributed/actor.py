@@ -122,10 +122,11 @@ def robot_envs(spec: ActorSpec, env_config: EnvConfig, seed: int, committed: int
     return ChunkVectorEnv.from_envs([env], env_config, seed=seed, episodes=[committed + 1])
 
 
-def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None) -> dict[str, Any]:
+def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, node: Any = None) -> dict[str, Any]:
     """Act until ``should_stop()`` (checked at every chunk boundary) or the parent process is gone. ``weights``:
     where new versions come from (default: the run's weight files), anything with ``poll()``, ``version``,
-    ``published_at`` and ``source`` like ``WeightSubscriber``."""
+    ``published_at`` and ``source`` like ``WeightSubscriber``. ``node``: a ``NodeClient`` of an inference node
+    that chooses the chunks; without an answer in time the actor chooses them itself."""
     torch.set_num_threads(1)
     parent = os.getppid()
     run = Path(spec.run)
@@ -166,7 +167,8 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None) -
             "actor": spec.actor_id, "pid": os.getpid(), "state": state, "env_steps": steps,
             "episodes": episodes, "committed": store.num_episodes, "version": weights.version,
             "success": float(np.mean(wins[-50:])) if wins else None, "steps_per_s": steps / elapsed,
-            "sync_ms": sync_ms[-200:], "weight_swaps": swaps, "time": time.time()})
+            "sync_ms": sync_ms[-200:], "weight_swaps": swaps, "time": time.time(),
+            "node": None if node is None else {"served": node.served, "fallbacks": node.fallbacks}})
 
     try:
         for i, o in enumerate(envs.reset()):
@@ -183,15 +185,19 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None) -
                 apply_weights(policy, new)
                 swapped = True
                 swaps[weights.source] = swaps.get(weights.source, 0) + 1
-            cond = policy.encode(hist.batch())
-            chunks = choose_chunks(policy, cond, spec.candidates, spec.explore, generator)
-            if swapped:  # publish-to-acting: the first decision made with the new weights
-                sync_ms.append(1000.0 * (time.time() - weights.published_at))
-                swapped = False
-            actions = action_chunks(policy, chunks)
+            served = None if node is None else node.act(hist.batch(), spec.candidates, spec.explore)
+            if served is not None:
+                actions, acting_version = served
+            else:  # this actor's own copy of the policy: no node, or none that answered in time
+                cond = policy.encode(hist.batch())
+                chunks = choose_chunks(policy, cond, spec.candidates, spec.explore, generator)
+                if swapped:  # publish-to-acting: the first decision made with the new weights
+                    sync_ms.append(1000.0 * (time.time() - weights.published_at))
+                    swapped = False
+                actions, acting_version = action_chunks(policy, chunks), weights.version
             for i, r in enumerate(envs.step_chunks(list(actions), record=True)):
                 steps += r.steps
-                ep = asm[i].add(actions[i], r, max(weights.version, 0))
+                ep = asm[i].add(actions[i], r, max(acting_version, 0))
                 if ep is None:
                     hist.push(i, r.obs)
                     continue
@@ -215,10 +221,15 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None) -
     return {"actor": spec.actor_id, "env_steps": steps, "episodes": episodes}
 
 
-def actor_process(spec_dict: dict[str, Any], stop_event=None) -> None:
-    """Entry point of a spawned actor process."""
+def actor_process(spec_dict: dict[str, Any], stop_event=None, node: tuple | None = None) -> None:
+    """Entry point of a spawned actor process (``node``: the inference node's request queue, this actor's reply
+    queue and the timeout in ms)."""
+    from robot_rl.runtime.distributed.inference import NodeClient
+
     spec = ActorSpec(**spec_dict)
-    run_actor(spec, should_stop=(lambda: stop_event.is_set()) if stop_event is not None else (lambda: False))
+    client = None if node is None else NodeClient(spec.actor_id, *node)
+    run_actor(spec, should_stop=(lambda: stop_event.is_set()) if stop_event is not None else (lambda: False),
+              node=client)
 
 
 def spec_dict(spec: ActorSpec) -> dict[str, Any]:

@@ -47,6 +47,28 @@ class RobotLinkConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """``rl.distributed.inference``: where the actors' policy runs."""
+
+    node: bool = False
+    """Serve every actor's decisions from one inference node process (batched across actors); False: each
+    actor runs its own copy of the policy."""
+    max_batch: int = 256
+    """Observation windows per forward pass, at most."""
+    max_wait_ms: float = 2.0
+    """After the first request, how long the node waits for more to batch with it."""
+    timeout_ms: float = 1000.0
+    """An actor that has no answer within this acts with its own copy of the policy."""
+    device: str = "cpu"
+    """Where the node runs the policy (``cuda`` on a GPU machine)."""
+
+    def validate(self) -> None:
+        if self.max_batch < 1 or self.max_wait_ms < 0 or self.timeout_ms <= 0:
+            raise ValueError(f"inference: max_batch >= 1, max_wait_ms >= 0 and timeout_ms > 0, got "
+                             f"{self.max_batch}, {self.max_wait_ms}, {self.timeout_ms}")
+
+
+@dataclass
 class DistributedConfig:
     """How actors and the learner run apart (``rl.backend=local``)."""
 
@@ -71,8 +93,10 @@ class DistributedConfig:
     """Published weight files kept on disk (actors take the newest)."""
     ray: RayConfig = field(default_factory=RayConfig)
     robot: RobotLinkConfig = field(default_factory=RobotLinkConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def validate(self, num_envs: int) -> None:
+        self.inference.validate()
         if self.max_backlog is not None and self.max_backlog < 1:
             raise ValueError(f"distributed.max_backlog must be >= 1 or None, got {self.max_backlog}")
         if self.actors < 1 or self.publish_every < 1 or self.max_update_debt < 1 or self.restarts < 0:

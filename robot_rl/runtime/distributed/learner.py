@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from robot_rl.core.errors import ConfigError
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.actor import ActorSpec, actor_process, spec_dict, stop_file
-from robot_rl.runtime.distributed.config import DistributedConfig
+from robot_rl.runtime.distributed.config import DistributedConfig, InferenceConfig
 from robot_rl.runtime.distributed.weights import Mirror, WeightPublisher
 from robot_rl.runtime.training.offpolicy import ACTORS_DIR
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
@@ -50,26 +51,48 @@ class ActorProcesses:
     """Actor processes on this machine (spawned: no forked GL contexts or torch pools). One that dies with an
     error is restarted with the same id and store, up to ``restarts`` times; one that exits 0 was told to."""
 
-    def __init__(self, specs: list[ActorSpec], restarts: int) -> None:
+    def __init__(self, specs: list[ActorSpec], restarts: int, inference: InferenceConfig | None = None) -> None:
         self.ctx = mp.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self.specs, self.restarts = specs, restarts
         self.procs: dict[int, Any] = {}
         self.restarted = {s.actor_id: 0 for s in specs}
+        self.inference = inference if inference is not None and inference.node else None
+        self.node, self.node_lost = None, False
+        if self.inference is not None:  # one request queue; a reply queue per actor, kept across its restarts
+            self.requests = self.ctx.Queue()
+            self.replies = {s.actor_id: self.ctx.Queue() for s in specs}
 
     def _spawn(self, spec: ActorSpec) -> None:
-        proc = self.ctx.Process(target=actor_process, args=(spec_dict(spec), self.stop_event), daemon=True,
+        node = None if self.inference is None else (self.requests, self.replies[spec.actor_id],
+                                                     self.inference.timeout_ms)
+        proc = self.ctx.Process(target=actor_process, args=(spec_dict(spec), self.stop_event, node), daemon=True,
                                 name=f"robot-rl-actor-{spec.actor_id}")
         proc.start()
         self.procs[spec.actor_id] = proc
 
+    def _spawn_node(self) -> None:
+        from robot_rl.runtime.distributed.inference import serve
+
+        self.node = self.ctx.Process(target=serve, daemon=True, name="robot-rl-inference",
+                                     args=(self.specs[0].run, self.requests, self.replies, asdict(self.inference),
+                                           self.stop_event, self.specs[0].seed))
+        self.node.start()
+
     def start(self) -> None:
+        if self.inference is not None:
+            self._spawn_node()
         for spec in self.specs:
             self._spawn(spec)
 
     def check(self) -> list[str]:
-        """Restart actors that died; the log lines saying so."""
+        """Restart actors (and the inference node) that died; the log lines saying so."""
         lines = []
+        if self.node is not None and not self.node.is_alive() and not self.stop_event.is_set() and not self.node_lost:
+            # Not restarted: a process killed inside a multiprocessing queue call can leave the queue's lock held.
+            self.node_lost = True
+            lines.append(f"inference node exited (code {self.node.exitcode}); the actors act with their own copies "
+                         "of the policy for the rest of the run")
         for spec in self.specs:
             proc = self.procs[spec.actor_id]
             if proc.is_alive() or proc.exitcode == 0 or self.stop_event.is_set():
@@ -89,9 +112,10 @@ class ActorProcesses:
     def stop(self, timeout: float = 60.0) -> None:
         self.stop_event.set()
         deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
+        procs = [*self.procs.values(), *([self.node] if self.node is not None else [])]
+        for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
-        for proc in self.procs.values():
+        for proc in procs:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
@@ -380,7 +404,7 @@ def run_local(trainer) -> dict[str, Any]:
     dcfg, run = trainer.cfg.distributed, trainer.run
     prepare(trainer)  # warm-up here: the learner process resumes from it
     clear_run_signals(run)
-    actors = ActorProcesses(actor_specs(trainer, dcfg), dcfg.restarts)
+    actors = ActorProcesses(actor_specs(trainer, dcfg), dcfg.restarts, dcfg.inference)
     ctx = mp.get_context("spawn")
 
     def spawn_learner():

@@ -209,3 +209,32 @@ def test_learner_threads_leave_the_actors_their_cores():
     assert learner_threads(cfg) == max(1, (os.cpu_count() or 1) - 3)
     cfg.threads = 5
     assert learner_threads(cfg, cpus=1.0) == 5  # rl.threads, when set, wins
+
+
+@pytest.mark.slow
+def test_inference_node_batches_the_actors_and_they_act_on_when_it_dies(tmp_path, tiny_chunk_job):
+    out = fresh_rl(tiny_chunk_job, tmp_path / "job")
+    rl = out / "rl"
+    actors = rl / "actors"
+    proc = _tiny_chunk_run(out, "--rl.iterations=4", "--rl.steps_per_iteration=30", "--rl.backend=local",
+                           "--rl.distributed.max_backlog=null", "--rl.distributed.inference.node=true",
+                           "--rl.distributed.inference.max_wait_ms=50", wait=False)
+    node_status = actors / "inference.status.json"
+    try:
+        _wait("the node answering", lambda: (_status(node_status) or {}).get("batches", 0) >= 5, proc)
+        first = _status(node_status)
+        os.kill(first["pid"], signal.SIGKILL)
+        out_text, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out_text[-4000:]  # the run went on and finished without its node
+    assert re.search(r"inference node exited \(.+\); the actors act with their own copies", out_text), out_text[-4000:]
+    assert first["max_rows"] >= 2  # one env per actor: a forward pass of two rows answered both actors at once
+    for k in (0, 1):
+        node = _status(actors / f"actor_{k}.status.json")["node"]
+        assert node["served"] > 0 and node["fallbacks"] > 0  # by the node, then by its own copy
+        with EpisodeStore.open(actors / f"actor_{k}.zarr") as store:
+            seq = np.concatenate([store.read_episode(i, ["policy_version"])["policy_version"]
+                                  for i in range(store.num_episodes)])
+        assert seq.max() > 0  # published weights reached the acting policy
