@@ -188,6 +188,7 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
             served = None if node is None else node.act(hist.batch(), spec.candidates, spec.explore)
             if served is not None:
                 actions, acting_version = served
+                swapped = False  # publish-to-acting is the node's to measure then
             else:  # this actor's own copy of the policy: no node, or none that answered in time
                 cond = policy.encode(hist.batch())
                 chunks = choose_chunks(policy, cond, spec.candidates, spec.explore, generator)

@@ -30,6 +30,7 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.actor import ActorSpec, actor_process, spec_dict, stop_file
 from robot_rl.runtime.distributed.config import DistributedConfig, InferenceConfig
+from robot_rl.runtime.distributed.inference import NODE_STATUS
 from robot_rl.runtime.distributed.weights import Mirror, WeightPublisher
 from robot_rl.runtime.training.offpolicy import ACTORS_DIR
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
@@ -198,6 +199,13 @@ def read_status(trainer) -> list[dict]:
     return out
 
 
+def read_node_status(trainer) -> dict | None:
+    try:
+        return json.loads((trainer.run / ACTORS_DIR / NODE_STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class _Round:
     """What one round of env steps did, for its metrics row."""
 
@@ -291,7 +299,8 @@ def train_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, Any]
         updates = trainer.learner.updates - rnd.updates
         status = read_status(trainer)
         lags = [publisher.version - s["version"] for s in status if s.get("version") is not None]
-        sync = [ms for s in status for ms in s.get("sync_ms", [])]
+        node = read_node_status(trainer)  # with an inference node, publish-to-acting is measured there
+        sync = [ms for s in [*status, *([node] if node else [])] for ms in s.get("sync_ms", [])]
         row = {"iteration": iteration, "env_steps": trainer.env_steps, "episodes": trainer.episodes,
                "updates": trainer.learner.updates,
                "train_success": float(np.mean(rnd.wins)) if rnd.wins else float("nan"),
