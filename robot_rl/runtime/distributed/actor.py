@@ -26,12 +26,12 @@ from robot_rl.runtime.training.evaluate import ObservationWindows
 from robot_rl.runtime.training.offpolicy import (
     ACTORS_DIR,
     build_featurizer,
-    choose_chunks,
+    decide,
     derived_seed,
     featurizer_key,
     shipped_path,
 )
-from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, action_chunks
+from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig
 from robot_rl.runtime.training.rollouts import EpisodeAssembler
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
@@ -190,12 +190,11 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
                 actions, acting_version = served
                 swapped = False  # publish-to-acting is the node's to measure then
             else:  # this actor's own copy of the policy: no node, or none that answered in time
-                cond = policy.encode(hist.batch())
-                chunks = choose_chunks(policy, cond, spec.candidates, spec.explore, generator)
+                actions, acting_version = decide(policy, hist.batch(), spec.candidates, spec.explore,
+                                                 generator), weights.version
                 if swapped:  # publish-to-acting: the first decision made with the new weights
                     sync_ms.append(1000.0 * (time.time() - weights.published_at))
                     swapped = False
-                actions, acting_version = action_chunks(policy, chunks), weights.version
             for i, r in enumerate(envs.step_chunks(list(actions), record=True)):
                 steps += r.steps
                 ep = asm[i].add(actions[i], r, max(acting_version, 0))

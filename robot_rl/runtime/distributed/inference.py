@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from robot_rl.policy import load_policy
+from robot_rl.runtime.distributed.actor import apply_weights
 from robot_rl.runtime.distributed.config import InferenceConfig
 from robot_rl.runtime.distributed.weights import WeightSubscriber
-from robot_rl.runtime.training.offpolicy import ACTORS_DIR, choose_chunks
-from robot_rl.runtime.training.rl import action_chunks
+from robot_rl.runtime.training.offpolicy import ACTORS_DIR, decide
 
 NODE_STATUS = "inference.status.json"
 
@@ -92,14 +92,13 @@ def serve(run: str, requests: Any, replies: dict[int, Any], cfg: dict[str, Any],
         new = weights.poll()
         swapped = new is not None
         if swapped:
-            policy.load_state_dict(new, strict=False)
+            apply_weights(policy, new)
         groups: dict[tuple[int, float], list] = {}
         for req in pending:
             groups.setdefault((req[3], req[4]), []).append(req)
         with torch.no_grad():
             for (candidates, explore), reqs in groups.items():
-                cond = policy.encode(_concat([r[2] for r in reqs]))
-                actions = action_chunks(policy, choose_chunks(policy, cond, candidates, explore, generator))
+                actions = decide(policy, _concat([r[2] for r in reqs]), candidates, explore, generator)
                 start = 0
                 for actor_id, rid, batch, _, _ in reqs:
                     n = len(batch["instruction"])

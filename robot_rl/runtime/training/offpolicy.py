@@ -111,6 +111,12 @@ def choose_chunks(policy: SteeredPolicy, cond: torch.Tensor, candidates: int, ex
     return chunks[torch.arange(chunks.shape[0]), pick]
 
 
+def decide(policy: SteeredPolicy, batch: dict[str, Any], candidates: int, explore: float,
+           generator: torch.Generator) -> np.ndarray:
+    """Observation windows -> the action chunks to execute (env units), chosen as ``choose_chunks`` does."""
+    return action_chunks(policy, choose_chunks(policy, policy.encode(batch), candidates, explore, generator))
+
+
 class ChunkRLTrainer(RunLog):
     """Owns one off-policy run folder: builds or resumes the learner, acts, learns, evaluates."""
 
