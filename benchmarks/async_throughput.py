@@ -1,8 +1,8 @@
-"""The chunk learner run synchronously (one loop alternates acting and learning) and asynchronously (actor
-processes act while a learner process trains: rl.backend=local), from the same cloned policy, critic and demos,
-with the same env-step budget and evaluation seeds; prints JSON.
+"""The chunk learner (or ReinFlow / DPPO: ``--algo``) run synchronously (one loop alternates acting and learning)
+and asynchronously (actor processes act while a learner process trains: rl.backend=local), from the same cloned
+policy, critic and demos, with the same env-step budget and evaluation seeds; prints JSON.
 
-    python benchmarks/async_throughput.py --job data/quickstart [--iterations 16] [--actors 2]
+    python benchmarks/async_throughput.py --job data/quickstart [--iterations 16] [--actors 2] [--algo reinflow]
 
 ``sync.*`` / ``async.*``: env steps per second (the steps each learned from, over the run's wall time, its
 final evaluation included), learner updates per second, held-out success after the run (with its Wilson
@@ -24,25 +24,28 @@ import numpy as np
 from robot_rl.config import load_config
 from robot_rl.runtime.training.job import TrainJobConfig
 from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.training.rl import RLTrainer
 
 
-def run(name: str, job: TrainJobConfig, root: Path, backend: str, actors: int) -> dict:
+def run(name: str, job: TrainJobConfig, root: Path, backend: str, actors: int, algo: str = "chunk") -> dict:
     cfg = copy.deepcopy(job.rl)
-    cfg.algo, cfg.backend = "chunk", backend
+    cfg.algo, cfg.backend = algo, backend
     cfg.distributed.actors = actors
     env = copy.deepcopy(job.env)
     env.terminate_on_success = True
     out = root / "async_throughput" / name
     shutil.rmtree(out, ignore_errors=True)
-    trainer = ChunkRLTrainer(root / "bc/policy", env, out, cfg, critic_dir=root / "critic/critic",
-                             demos=[str(root / "demos.zarr")], progress=False)
+    kind = ChunkRLTrainer if algo == "chunk" else RLTrainer
+    trainer = kind(root / "bc/policy", env, out, cfg, critic_dir=root / "critic/critic",
+                   demos=[str(root / "demos.zarr")], progress=False)
     start = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - start
     last = result["last_eval"]
-    report = {"wall_s": round(wall, 1), "env_steps": result["env_steps"], "updates": result["updates"],
+    updates = result.get("updates", result["iterations"])  # PPO: one update per iteration
+    report = {"wall_s": round(wall, 1), "env_steps": result["env_steps"], "updates": updates,
               "env_steps_per_s": round(result["env_steps"] / wall, 2),
-              "updates_per_s": round(result["updates"] / wall, 2),
+              "updates_per_s": round(updates / wall, 3),
               "success": last["success_rate"], "success_ci95": [last["ci_low"], last["ci_high"]],
               "eval_episodes": last["episodes"]}
     if backend != "sync":
@@ -52,6 +55,7 @@ def run(name: str, job: TrainJobConfig, root: Path, backend: str, actors: int) -
         report.update(acted_env_steps=result["acted_env_steps"],
                       acted_env_steps_per_s=round(result["acted_env_steps"] / wall, 2),
                       weight_versions=result["weight_version"], updates_dropped=result["updates_dropped"],
+                      stale_episodes=result.get("stale_episodes"),
                       actor_restarts=result["actor_restarts"], learner_restarts=result["learner_restarts"],
                       weight_sync_ms={"median": round(float(np.median(sync)), 1) if sync else None,
                                       "p99": round(float(np.percentile(sync, 99)), 1) if sync else None,
@@ -67,6 +71,8 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=48)
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--skip", default="", help="sync or async: leave that run out")
+    ap.add_argument("--algo", default="chunk", choices=("chunk", "reinflow", "dppo"),
+                    help="the learner (reinflow / dppo: the job's policy must be a flow / diffusion policy)")
     args = ap.parse_args()
     job = load_config(TrainJobConfig, args.config, [f"--out={args.job}"])
     root = Path(args.job)
@@ -76,14 +82,15 @@ def main() -> None:
     if args.iterations:
         job.rl.iterations = args.iterations
     job.rl.eval_every, job.rl.eval_episodes = 0, args.eval_episodes  # one evaluation, at the end
-    report: dict = {"task": job.env.task, "iterations": job.rl.iterations, "actors": args.actors,
+    report: dict = {"task": job.env.task, "algo": args.algo, "iterations": job.rl.iterations, "actors": args.actors,
                     "num_envs": job.rl.num_envs, "utd": job.rl.chunk.utd}
     skip = set(args.skip.split(","))
-    partial = root / "async_throughput" / "partial.json"
+    partial = root / "async_throughput" / f"partial_{args.algo}.json"
     partial.parent.mkdir(parents=True, exist_ok=True)
     for name, backend in (("sync", "sync"), ("async", "local")):
         if name not in skip:
-            report[name] = run(name, job, root, backend, args.actors)
+            report[name] = run(f"{name}_{args.algo}" if args.algo != "chunk" else name, job, root, backend,
+                               args.actors, args.algo)
             partial.write_text(json.dumps(report, indent=2))
     if "sync" in report and "async" in report:
         s, a = report["sync"], report["async"]

@@ -42,6 +42,9 @@ class PPOConfig:
     log_prob_per_dim: bool = True
     """Form the ratio from the chain's log-probability averaged over its steps and action dimensions
     (as DPPO and ReinFlow do); the exact sum over hundreds of dimensions swings the ratio wildly."""
+    is_clip: float = 1.0
+    """Asynchronous runs: truncation of the importance ratio between the learner's weights at an update's start
+    and the (older) weights a decision was acted with, on the surrogate's weight and the V-trace traces."""
     actor_lr: float = 3e-5
     """Learning rate of the actor (the pre-trained policy's trainable part)."""
     noise_lr: float = 3e-4
@@ -54,6 +57,8 @@ class PPOConfig:
     def validate(self) -> None:
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"gamma must be in (0, 1] and gae_lambda in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if self.is_clip <= 0:
+            raise ValueError(f"is_clip must be > 0, got {self.is_clip}")
         if self.clip_ratio <= 0:
             raise ValueError(f"clip_ratio must be > 0, got {self.clip_ratio}")
         if self.epochs < 1 or self.minibatch_size < 1:
@@ -83,6 +88,36 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return adv.astype(np.float32), (adv + values).astype(np.float32)
 
 
+def off_policy_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+                   episode_end: np.ndarray, gamma: float, lam: float, log_ratio: np.ndarray,
+                   is_clip: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """GAE for decisions acted with older weights: advantages and value targets of (T, N) rollouts, where
+    ``log_ratio[t]`` is log pi(a_t) - log mu(a_t) (the learner's weights over the acting ones).
+
+    Value targets are V-trace's (Espeholt et al. 2018) with lambda: v_t = V_t + rho_t delta_t + gamma lambda c_t
+    (v_{t+1} - V_{t+1}). The advantage of a_t leaves a_t's own ratio to the loss (decoupled PPO, Hilton et al.
+    2022) and cuts the trace by the later decisions' ratios: A_t = delta_t + gamma lambda c_{t+1} A_{t+1}.
+    rho and c are the ratio truncated at ``is_clip``; with ratio 1 (fresh data) both are ``compute_gae``'s.
+    """
+    rewards, values, next_values = (np.asarray(a, dtype=np.float64) for a in (rewards, values, next_values))
+    if not rewards.shape == values.shape == next_values.shape == terminated.shape == episode_end.shape \
+            == np.shape(log_ratio):
+        raise ValueError(f"off-policy GAE inputs must share one (T, N) shape, got {rewards.shape}, {values.shape}, "
+                         f"{next_values.shape}, {terminated.shape}, {episode_end.shape}, {np.shape(log_ratio)}")
+    rho = np.minimum(np.exp(np.asarray(log_ratio, dtype=np.float64)), is_clip)
+    adv, target = np.zeros_like(rewards), np.zeros_like(rewards)
+    last_adv = last_target = np.zeros(rewards.shape[1:])
+    next_c = np.ones(rewards.shape[1:])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * (1.0 - terminated[t]) * next_values[t] - values[t]
+        cont = gamma * lam * (1.0 - episode_end[t])
+        last_adv = delta + cont * next_c * last_adv
+        last_target = rho[t] * delta + cont * rho[t] * last_target
+        adv[t], target[t] = last_adv, last_target
+        next_c = rho[t]
+    return adv.astype(np.float32), (target + values).astype(np.float32)
+
+
 class ChainActor(nn.Module):
     """What PPO needs of a policy whose action is the end of a Gaussian chain."""
 
@@ -102,12 +137,13 @@ class ChainActor(nn.Module):
 
 def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
              entropy: torch.Tensor, values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-             cfg: PPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped surrogate + value loss - entropy bonus, and diagnostics."""
+             cfg: PPOConfig, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate + value loss - entropy bonus, and diagnostics. ``weights``: per-sample weights of the
+    surrogate (stale decisions' truncated importance ratios, with ``old_log_prob`` the learner's own)."""
     log_ratio = log_prob - old_log_prob
     ratio = log_ratio.exp()
     surrogate = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio))
-    policy_loss = surrogate.mean()
+    policy_loss = (surrogate * weights).mean() if weights is not None else surrogate.mean()
     if cfg.value_clip is not None:
         clipped = old_values + (values - old_values).clamp(-cfg.value_clip, cfg.value_clip)
         value_loss = 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2).mean()
@@ -129,7 +165,8 @@ def ppo_update(actor: ChainActor, value_fn: nn.Module, optimizer: torch.optim.Op
                bc_loss: Callable[[], torch.Tensor] | None = None, bc_coef: float = 0.0,
                generator: torch.Generator | None = None) -> dict[str, float]:
     """Epochs of minibatch PPO on one batch: ``cond`` (B, C) or ``obs_index`` through ``encode``,
-    ``chain`` (B, K+1, D), ``log_prob``, ``advantages``, ``returns``, ``values`` (B,)."""
+    ``chain`` (B, K+1, D), ``log_prob``, ``advantages``, ``returns``, ``values`` (B,), and optionally
+    ``weights`` (B,): the surrogate's per-sample weights (see ``off_policy_gae``)."""
     n, steps_plus_one, dim = batch["chain"].shape
     scale = 1.0 / ((steps_plus_one - 1) * dim) if cfg.log_prob_per_dim else 1.0
     adv = batch["advantages"]
@@ -147,7 +184,8 @@ def ppo_update(actor: ChainActor, value_fn: nn.Module, optimizer: torch.optim.Op
             log_prob, entropy = actor.log_prob(cond, batch["chain"][idx])
             values = value_fn(cond.detach()).squeeze(-1)
             loss, metrics = ppo_loss(log_prob * scale, batch["log_prob"][idx] * scale, adv[idx], entropy, values,
-                                     batch["values"][idx], batch["returns"][idx], cfg)
+                                     batch["values"][idx], batch["returns"][idx], cfg,
+                                     weights=batch["weights"][idx] if "weights" in batch else None)
             if bc_loss is not None and bc_coef > 0:
                 bc = bc_loss()
                 loss = loss + bc_coef * bc

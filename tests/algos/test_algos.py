@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from robot_rl.algos.dppo import DPPOActor, DPPOConfig
-from robot_rl.algos.ppo import PPOConfig, ReturnNormalizer, compute_gae, ppo_update, value_network
+from robot_rl.algos.ppo import (
+    PPOConfig,
+    ReturnNormalizer,
+    compute_gae,
+    off_policy_gae,
+    ppo_loss,
+    ppo_update,
+    value_network,
+)
 from robot_rl.algos.reinflow import ReinFlowActor, ReinFlowConfig
 from robot_rl.algos.rewards import RND, RewardConfig, combine_rewards
 from robot_rl.policy import DiffusionConfig, FlowConfig, PolicyFeatures, make_policy
@@ -144,6 +152,51 @@ def test_gae_matches_discounted_sums():
     np.testing.assert_allclose(adv0, r + 0.9 * (1 - term) * nv - v, rtol=1e-5)
     with pytest.raises(ValueError, match="shape"):
         compute_gae(r[:5], v, nv, term, end, 0.9, 0.9)
+
+
+def test_off_policy_gae_is_gae_on_fresh_data_and_v_trace_on_stale():
+    rng = np.random.default_rng(1)
+    r, v, nv = rng.normal(size=(3, 7, 2))
+    term, end = np.zeros((7, 2)), np.zeros((7, 2))
+    term[3, 0] = end[3, 0] = 1
+    end[5, 1] = 1
+    nv[:-1] = np.where(end[:-1] == 1, nv[:-1], v[1:])
+    # acted with the learner's own weights (ratio 1): exactly GAE, advantages and returns
+    adv, ret = off_policy_gae(r, v, nv, term, end, 0.9, 0.8, np.zeros((7, 2)))
+    adv_ref, ret_ref = compute_gae(r, v, nv, term, end, 0.9, 0.8)
+    np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ret, ret_ref, rtol=1e-5, atol=1e-6)
+    # stale: brute force over one episode (env 0, steps 4..6, not ended), ratios on both sides of the clip
+    log_ratio = rng.normal(scale=0.7, size=(7, 2))
+    gamma, lam, clip = 0.9, 0.8, 1.0
+    adv, ret = off_policy_gae(r, v, nv, term, end, gamma, lam, log_ratio, is_clip=clip)
+    c = np.minimum(np.exp(log_ratio[:, 0]), clip)
+    delta = r[:, 0] + gamma * (1 - term[:, 0]) * nv[:, 0] - v[:, 0]
+    for s in range(4, 7):
+        target = v[s, 0] + sum((gamma * lam) ** (t - s) * np.prod(c[s:t]) * c[t] * delta[t] for t in range(s, 7))
+        advantage = sum((gamma * lam) ** (t - s) * np.prod(c[s + 1: t + 1]) * delta[t] for t in range(s, 7))
+        assert ret[s, 0] == pytest.approx(target, rel=1e-4, abs=1e-5)
+        assert adv[s, 0] == pytest.approx(advantage, rel=1e-4, abs=1e-5)
+    # nothing crosses an episode's end: the step that ended env 0's episode is its own TD error, cut by rho
+    assert adv[3, 0] == pytest.approx(delta[3], rel=1e-5)
+    assert ret[3, 0] == pytest.approx(v[3, 0] + c[3] * delta[3], rel=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        off_policy_gae(r, v, nv, term, end, 0.9, 0.8, np.zeros((6, 2)))
+
+
+def test_ppo_loss_weights_scale_each_decisions_surrogate():
+    g = torch.Generator().manual_seed(0)
+    lp, old, adv, ent, val, old_val, ret = (torch.randn(16, generator=g) * 0.02 for _ in range(7))
+    cfg = PPOConfig(vf_coef=0.0)
+    plain, m = ppo_loss(lp, old, adv, ent, val, old_val, ret, cfg)
+    ones, _ = ppo_loss(lp, old, adv, ent, val, old_val, ret, cfg, weights=torch.ones(16))
+    half, mh = ppo_loss(lp, old, adv, ent, val, old_val, ret, cfg, weights=torch.full((16,), 0.5))
+    assert float(ones) == pytest.approx(float(plain)) and mh["policy_loss"] == pytest.approx(0.5 * m["policy_loss"])
+    mask = torch.zeros(16)
+    mask[:4] = 1.0  # a zero weight removes a decision from the gradient
+    only, _ = ppo_loss(lp, old, adv, ent, val, old_val, ret, cfg, weights=mask)
+    first, _ = ppo_loss(lp[:4], old[:4], adv[:4], ent[:4], val[:4], old_val[:4], ret[:4], cfg)
+    assert float(only) == pytest.approx(float(first) * 4 / 16, rel=1e-5)
 
 
 @pytest.mark.parametrize("algo", ["reinflow", "dppo"])

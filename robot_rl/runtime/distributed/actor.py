@@ -60,6 +60,9 @@ class ActorSpec:
     ship_features: bool = False
     """Compute the replay data of each episode (features, candidates, rewards) before committing it, so the
     learner takes it instead of computing it (only where the base and the critic stay frozen)."""
+    algo: str = "chunk"
+    """``chunk``: act with the steered policy (the off-policy learner); ``reinflow`` / ``dppo``: sample through the
+    chain actor's noise and write each episode's decisions beside the store (``onpolicy.ChainActing``)."""
     robot: dict[str, Any] | None = None
     """Drive a robot over ROS 2 topics instead of simulated envs: a RobotLinkConfig as a dict, with the one
     ``namespace`` of this actor's robot (one env)."""
@@ -132,10 +135,18 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
     run = Path(spec.run)
     env_config = EnvConfig(**spec.env)
     task = get_task(env_config.task)
-    policy = load_policy(run / "policy")
-    if not isinstance(policy, SteeredPolicy):
-        raise ConfigError(f"{run / 'policy'} is a {policy.name!r} policy; the actor runs a steered policy")
-    policy.eval()
+    chain = None
+    if spec.algo == "chunk":
+        policy = load_policy(run / "policy")
+        if not isinstance(policy, SteeredPolicy):
+            raise ConfigError(f"{run / 'policy'} is a {policy.name!r} policy; the chunk actor runs a steered policy")
+        policy.eval()
+    else:
+        from robot_rl.runtime.distributed.onpolicy import ChainActing, chain_path
+
+        chain = ChainActing(run, env_config, task.instruction, spec.num_envs if spec.robot is None else 1)
+        policy = chain.policy
+    acting = policy if chain is None else chain.module  # what published weights load into
     featurizer, features_key = None, ""
     if spec.ship_features:
         meta = json.loads((run / "rl.json").read_text())
@@ -146,7 +157,7 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
     swaps: dict[str, int] = {}
     first = weights.poll()
     if first is not None:
-        apply_weights(policy, first)
+        apply_weights(acting, first)
     spec.store.parent.mkdir(parents=True, exist_ok=True)
     if not spec.store.exists():
         EpisodeStore.create(spec.store).close()
@@ -171,9 +182,12 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
             "node": None if node is None else {"served": node.served, "fallbacks": node.fallbacks}})
 
     try:
-        for i, o in enumerate(envs.reset()):
+        first_obs = envs.reset()
+        for i, o in enumerate(first_obs):
             hist.start(i, o)
             asm[i].start(o)
+        if chain is not None:
+            chain.start(first_obs)
         status("acting")
         stop = stop_file(spec.run)
         while not should_stop() and not stop.exists() and os.getppid() == parent:
@@ -182,7 +196,7 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
                 continue
             new = weights.poll()  # the newest version on disk; the ones in between are never loaded
             if new is not None:
-                apply_weights(policy, new)
+                apply_weights(acting, new)
                 swapped = True
                 swaps[weights.source] = swaps.get(weights.source, 0) + 1
             served = None if node is None else node.act(hist.batch(), spec.candidates, spec.explore)
@@ -190,12 +204,16 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
                 actions, acting_version = served
                 swapped = False  # publish-to-acting is the node's to measure then
             else:  # this actor's own copy of the policy: no node, or none that answered in time
-                actions, acting_version = decide(policy, hist.batch(), spec.candidates, spec.explore,
-                                                 generator), weights.version
+                acting_version = weights.version
+                actions = decide(policy, hist.batch(), spec.candidates, spec.explore, generator) if chain is None \
+                    else chain.decide(hist.batch(), generator, acting_version)
                 if swapped:  # publish-to-acting: the first decision made with the new weights
                     sync_ms.append(1000.0 * (time.time() - weights.published_at))
                     swapped = False
-            for i, r in enumerate(envs.step_chunks(list(actions), record=True)):
+            results = envs.step_chunks(list(actions), record=True)
+            if chain is not None:
+                chain.observe(results, hist)
+            for i, r in enumerate(results):
                 steps += r.steps
                 ep = asm[i].add(actions[i], r, max(acting_version, 0))
                 if ep is None:
@@ -205,6 +223,8 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
                     index = store.num_episodes
                     derived = featurizer(ep, seed=derived_seed(spec.store.name, index))
                     save_derived(shipped_path(run, spec.store.name, index), derived, ep, features_key)
+                if chain is not None:
+                    chain.finish(i, chain_path(run, spec.store.name, store.num_episodes), ep)
                 store.append(ep)  # committed whole or not at all
                 episodes += 1
                 wins.append(bool(ep.meta.success))

@@ -89,6 +89,9 @@ class DistributedConfig:
     """An actor waits while this many of its committed episodes are not yet ingested by the learner, so a
     simulated actor does not run ahead of a learner that shares its CPU. None: never wait (a real arm acts
     at its control rate whatever the learner does)."""
+    max_policy_lag: int = 4
+    """ReinFlow/DPPO: an episode acted with weights more than this many versions older than the learner's is
+    dropped (the rest of the staleness is corrected with clipped importance ratios)."""
     keep_versions: int = 3
     """Published weight files kept on disk (actors take the newest)."""
     ray: RayConfig = field(default_factory=RayConfig)
@@ -99,6 +102,8 @@ class DistributedConfig:
         self.inference.validate()
         if self.max_backlog is not None and self.max_backlog < 1:
             raise ValueError(f"distributed.max_backlog must be >= 1 or None, got {self.max_backlog}")
+        if self.max_policy_lag < 0:
+            raise ValueError(f"distributed.max_policy_lag must be >= 0, got {self.max_policy_lag}")
         if self.actors < 1 or self.publish_every < 1 or self.max_update_debt < 1 or self.restarts < 0:
             raise ValueError("distributed: actors, publish_every, max_update_debt >= 1 and restarts >= 0, got "
                              f"{self.actors}, {self.publish_every}, {self.max_update_debt}, {self.restarts}")

@@ -169,8 +169,9 @@ def actor_specs(trainer, dcfg: DistributedConfig) -> list[ActorSpec]:
     from dataclasses import asdict
 
     cfg = trainer.cfg
-    common = {"run": str(trainer.run), "env": asdict(trainer.env_config), "candidates": trainer.cc.candidates,
-              "explore": trainer.cc.explore, "seed": cfg.seed, "ship_features": trainer.actors_ship_features}
+    common = {"run": str(trainer.run), "env": asdict(trainer.env_config), "candidates": cfg.chunk.candidates,
+              "explore": cfg.chunk.explore, "seed": cfg.seed, "algo": cfg.algo,
+              "ship_features": getattr(trainer, "actors_ship_features", False)}
     link = dcfg.robot
     if link.namespaces:  # one actor per robot; a robot acts at its own rate, whatever the learner does
         robot = {k: v for k, v in asdict(link).items() if k != "namespaces"}
@@ -180,11 +181,11 @@ def actor_specs(trainer, dcfg: DistributedConfig) -> list[ActorSpec]:
             for k in range(dcfg.actors)]
 
 
-def write_learner_status(trainer, version: int) -> None:
+def write_learner_status(run: Path, ingested: dict[str, int], version: int, updates: int) -> None:
     """What the actors read to hold back (``max_backlog``): the episodes the learner has ingested per store."""
-    tmp = trainer.run / "actors" / "learner.status.json.tmp"
+    tmp = run / ACTORS_DIR / "learner.status.json.tmp"
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps({"ingested": trainer.ingested, "version": version, "updates": trainer.learner.updates,
+    tmp.write_text(json.dumps({"ingested": ingested, "version": version, "updates": updates,
                                "pid": os.getpid(), "time": time.time()}))
     tmp.replace(tmp.with_suffix(""))
 
@@ -223,6 +224,10 @@ class _Round:
 def prepare(trainer, mirror: Mirror | None = None) -> WeightPublisher:
     """Before any actor starts: the critic's warm-up on the demos, ``RUN/policy`` (what actors load first) and
     a first weight version above every earlier one."""
+    if trainer.cfg.algo != "chunk":
+        from robot_rl.runtime.distributed.onpolicy import prepare_chain
+
+        return prepare_chain(trainer, mirror)
     cc, dcfg = trainer.cc, trainer.cfg.distributed
     if cc.base_rounds:
         raise ConfigError("rl.chunk.base_rounds is a synchronous-loop setting; asynchronous actors rank "
@@ -330,7 +335,7 @@ def train_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, Any]
                 print(line, flush=True)
             new = ingest(limit=2)  # a few episodes at a time: updates and publications go on between them
             learn()
-            write_learner_status(trainer, publisher.version)
+            write_learner_status(trainer.run, trainer.ingested, publisher.version, trainer.learner.updates)
             while trainer.iteration < min(trainer.env_steps // round_steps, cfg.iterations):
                 end_round(trainer.iteration + 1)
             if trainer.env_steps >= budget:
@@ -386,17 +391,29 @@ def learner_process(run: str, progress: bool, cpus: float | None = None, mirror:
 
     from robot_rl.config import EnvConfig
     from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
-    from robot_rl.runtime.training.rl import RLConfig
+    from robot_rl.runtime.training.rl import RLConfig, RLTrainer
 
     meta = json.loads((Path(run) / "rl.json").read_text())
     cfg = draccus.decode(RLConfig, meta["rl"])
     torch.set_num_threads(learner_threads(cfg, cpus))
-    trainer = ChunkRLTrainer(meta["policy"], EnvConfig(**meta["env"]), run, cfg, critic_dir=meta["critic"],
-                             demos=meta["demos"], resume=True, progress=progress)
-    result = train_async(trainer, ActorsByFiles(actor_specs(trainer, cfg.distributed)), mirror)
+    kind = ChunkRLTrainer if cfg.algo == "chunk" else RLTrainer
+    trainer = kind(meta["policy"], EnvConfig(**meta["env"]), run, cfg, critic_dir=meta["critic"],
+                   demos=meta["demos"], resume=True, progress=progress)
+    actors = ActorsByFiles(actor_specs(trainer, cfg.distributed))
+    if cfg.algo == "chunk":
+        result = train_async(trainer, actors, mirror)
+    else:
+        from robot_rl.runtime.distributed.onpolicy import train_ppo_async
+
+        result = train_ppo_async(trainer, actors, mirror)
     tmp = Path(run) / (RESULT_FILE + ".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(Path(run) / RESULT_FILE)
+
+
+def learner_checkpoint(trainer) -> Path:
+    """The file a restarted learner resumes from."""
+    return trainer.run / ("learner.pt" if trainer.cfg.algo == "chunk" else "state.pt")
 
 
 def clear_run_signals(run: Path) -> None:
@@ -438,7 +455,7 @@ def run_local(trainer) -> dict[str, Any]:
             restarts += 1
             version = WeightPublisher(run / "weights").version
             print(f"learner exited (code {learner.exitcode}); restarting it ({restarts}/{dcfg.restarts}) from "
-                  f"{run / 'learner.pt'}: it rebuilds its replay from the stores while the actors act on "
+                  f"{learner_checkpoint(trainer)}: it rebuilds its replay from the stores while the actors act on "
                   f"weights v{version}", flush=True)
             learner = spawn_learner()
     finally:

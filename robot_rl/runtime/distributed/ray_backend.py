@@ -22,6 +22,7 @@ from robot_rl.runtime.distributed.learner import (
     ActorsByFiles,
     actor_specs,
     clear_run_signals,
+    learner_checkpoint,
     learner_process,
     prepare,
 )
@@ -161,8 +162,8 @@ def run_ray(trainer) -> dict[str, Any]:
                         learner_restarts += 1
                         version = WeightPublisher(run / "weights").version
                         print(f"learner exited ({type(exc).__name__}); restarting it ({learner_restarts}/"
-                              f"{dcfg.restarts}) from {run / 'learner.pt'}: it rebuilds its replay from the stores "
-                              f"while the actors act on weights v{version}", flush=True)
+                              f"{dcfg.restarts}) from {learner_checkpoint(trainer)}: it rebuilds its replay from the "
+                              f"stores while the actors act on weights v{version}", flush=True)
                         learner, lref = start_learner()
                     continue
                 k = refs.pop(ref)

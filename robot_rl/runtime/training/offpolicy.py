@@ -387,14 +387,10 @@ class ChunkRLTrainer(RunLog):
     def train(self) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
-        if self.cfg.backend == "local":
-            from robot_rl.runtime.distributed.learner import run_local
+        if self.cfg.backend != "sync":
+            from robot_rl.runtime.distributed import launch
 
-            return run_local(self)
-        if self.cfg.backend == "ray":
-            from robot_rl.runtime.distributed.ray_backend import run_ray
-
-            return run_ray(self)
+            return launch(self)
         cfg, cc = self.cfg, self.cc
         tb = SummaryWriter(str(self.run / "tb"))
         start = time.perf_counter()

@@ -76,8 +76,9 @@ class RLConfig:
     max_minutes: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
     backend: str = "sync"
-    """``sync``: one loop alternates acting and learning; ``local`` (rl.algo=chunk): actor processes act and
-    commit episodes while a learner trains on them and publishes weights (``rl.distributed``)."""
+    """``sync``: one loop alternates acting and learning; ``local``: actor processes act and commit episodes
+    while a learner trains on them and publishes weights (``rl.distributed``); ``ray``: the same as Ray actors.
+    ReinFlow/DPPO asynchronously correct for stale episodes with clipped importance ratios (``rl.ppo``)."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     chunk: ChunkLearnerConfig = field(default_factory=ChunkLearnerConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -110,8 +111,14 @@ class RLConfig:
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown rl.backend {self.backend!r}; known: {', '.join(BACKENDS)}")
         if self.backend != "sync" and self.algo != "chunk":
-            raise ConfigError(f"rl.backend={self.backend!r} runs the off-policy learner (rl.algo=chunk); "
-                              f"{self.algo!r} is on-policy and runs with rl.backend=sync")
+            # actors ship each decision's condition (frozen encoder) and the critic's progress with its episode
+            unsupported = {"finetune_encoder": self.finetune_encoder,
+                           "reward.done=critic": self.reward.done == "critic",
+                           "distributed.inference.node": self.distributed.inference.node}
+            bad = [k for k, v in unsupported.items() if v]
+            if bad:
+                raise ConfigError(f"rl.backend={self.backend!r} with rl.algo={self.algo!r} does not support {bad}; "
+                                  "run it with rl.backend=sync")
         if self.progress_finetune.enabled and (self.algo != "chunk" or not self.reward.needs_critic):
             raise ConfigError("rl.progress_finetune fine-tunes the progress critic of an rl.algo=chunk run with a "
                               f"critic reward; this run has algo={self.algo!r}, reward.kind={self.reward.kind!r}")
@@ -255,6 +262,8 @@ class RLTrainer(RunLog):
             self.demos = DemoData(list(demos), self.policy.config.features, memory_limit_gb=4.0)
         self.iteration, self.env_steps, self.episodes = 0, 0, 0
         self.env_episodes: list[int] | None = None
+        self.ingested: dict[str, int] = {}  # asynchronous runs: episodes learned from (or dropped), per actor store
+        self.stale_episodes = 0  # asynchronous runs: episodes dropped as too stale (rl.distributed.max_policy_lag)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         if resume and state_file.is_file():
@@ -272,6 +281,7 @@ class RLTrainer(RunLog):
             "rnd_opt": self.rnd_opt.state_dict() if self.rnd_opt else None,
             "iteration": self.iteration, "env_steps": int(self.env_steps), "episodes": self.episodes,
             "env_episodes": None if self.env_episodes is None else [int(e) for e in self.env_episodes],
+            "ingested": json.dumps(self.ingested), "stale_episodes": int(self.stale_episodes),
             "torch_rng": self.generator.get_state(),
             "np_rng": json.dumps(self.np_rng.bit_generator.state),
         }
@@ -290,6 +300,8 @@ class RLTrainer(RunLog):
             self.rnd_opt.load_state_dict(state["rnd_opt"])
         self.iteration, self.env_steps, self.episodes = state["iteration"], state["env_steps"], state["episodes"]
         self.env_episodes = state["env_episodes"]
+        self.ingested = json.loads(state.get("ingested", "{}"))
+        self.stale_episodes = int(state.get("stale_episodes", 0))
         self.generator.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = json.loads(state["np_rng"])
 
@@ -419,6 +431,13 @@ class RLTrainer(RunLog):
                 sub = {k: (v[rows] if k != "instruction" else [v[i] for i in rows]) for k, v in merged.items()}
                 return self.policy.encode(sub)
 
+        return self.ppo_step(batch, a["raw_rewards"], encode)
+
+    def ppo_step(self, batch: dict[str, torch.Tensor], raw_rewards: np.ndarray, encode=None) -> dict[str, float]:
+        """The PPO update of one batch (see ``ppo_update``), the BC regulariser and RND with it, at this
+        iteration's learning rates; shared by the synchronous loop and the asynchronous learner."""
+        cfg = self.cfg
+        cond, values, returns = batch["cond"], batch["values"].numpy(), batch["returns"].numpy()
         bc_loss = None
         if self.demos is not None:
             pc = self.policy.config
@@ -441,7 +460,7 @@ class RLTrainer(RunLog):
             loss.backward()
             self.rnd_opt.step()
             metrics["rnd_loss"] = loss.item()
-        metrics["reward_mean"] = float(a["raw_rewards"].mean())
+        metrics["reward_mean"] = float(raw_rewards.mean())
         metrics["explained_variance"] = explained_variance(values.reshape(-1), returns.reshape(-1))
         return metrics
 
@@ -457,6 +476,10 @@ class RLTrainer(RunLog):
     def train(self) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
+        if self.cfg.backend != "sync":
+            from robot_rl.runtime.distributed import launch
+
+            return launch(self)
         cfg = self.cfg
         tb = SummaryWriter(str(self.run / "tb"))
         start = time.perf_counter()

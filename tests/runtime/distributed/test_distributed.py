@@ -238,3 +238,86 @@ def test_inference_node_batches_the_actors_and_they_act_on_when_it_dies(tmp_path
             seq = np.concatenate([store.read_episode(i, ["policy_version"])["policy_version"]
                                   for i in range(store.num_episodes)])
         assert seq.max() > 0  # published weights reached the acting policy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reinflow_runs_asynchronously_and_its_learner_resumes_after_a_kill(tmp_path, tiny_chunk_job, backend):
+    """ReinFlow with rl.backend=local: actors sample through the noise-injected chain of the weights they hold
+    and write each episode's decisions beside their stores; the learner runs PPO on them with importance ratios
+    for the staleness, and a learner killed with SIGKILL resumes from state.pt, learning from every committed
+    episode once."""
+    from robot_rl.runtime.distributed.onpolicy import EpisodeDecisions, chain_key, chain_path
+
+    out = fresh_rl(tiny_chunk_job, tmp_path / "job")
+    rl = out / "rl"
+    actors = rl / "actors"
+    proc = _tiny_chunk_run(out, "--rl.algo=reinflow", f"--rl.backend={backend}", "--rl.iterations=5",
+                           "--rl.steps_per_iteration=4", "--rl.eval_every=0", "--rl.value_warmup_iterations=0",
+                           "--rl.distributed.max_policy_lag=1000", wait=False)
+    try:
+        _wait("two updates", lambda: (rl / "metrics.csv").is_file() and len(_rows(rl / "metrics.csv")) >= 2
+              and _status(actors / "learner.status.json") is not None, proc)
+        os.kill(_status(actors / "learner.status.json")["pid"], signal.SIGKILL)
+        version_at_kill = WeightPublisher(rl / "weights").version
+        out_text, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out_text[-4000:]
+    assert re.search(r"learner exited \(.+\); restarting it \(1/5\) from .+state\.pt", out_text), out_text[-4000:]
+    assert WeightPublisher(rl / "weights").version > version_at_kill
+    rows = _rows(rl / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 6))  # every update once
+    versions = [int(r["weight_version"]) for r in rows]
+    assert versions == sorted(versions) and len(set(versions)) == 5
+    for r in rows:
+        assert int(r["decisions"]) >= 2 * 4 and float(r["policy_lag"]) >= 0
+        assert 0 < float(r["is_weight_mean"]) <= 1.0 and int(r["missing_decisions"]) == 0
+    assert any(float(r["policy_lag"]) > 0 for r in rows)  # some decisions were stale, and were learned from
+
+    state = torch.load(rl / "state.pt", weights_only=True)
+    ingested = json.loads(state["ingested"])
+    meta = json.loads((rl / "rl.json").read_text())
+    key = chain_key(draccus.decode(RLConfig, meta["rl"]), meta["policy"], meta["critic"])
+    steps = 0
+    for k in (0, 1):
+        name = f"actor_{k}.zarr"
+        eps = _committed(actors / name)
+        assert 0 < ingested[name] <= len(eps)
+        steps += sum(len(a) for a in eps[: ingested[name]])
+        with EpisodeStore.open(actors / name) as store:
+            seq = np.concatenate([store.read_episode(i, ["policy_version"])["policy_version"]
+                                  for i in range(store.num_episodes)])
+        assert (np.diff(seq) >= 0).all() and seq.max() > versions[0] - 1  # published weights reached the actor
+        for i, actions in enumerate(eps):  # each committed episode's decisions, chunk by chunk, beside it
+            dec = EpisodeDecisions.load(chain_path(rl, name, i), actions, key)
+            assert dec is not None and len(dec.cond) == len(dec.chain) + 1 == len(dec.progress)
+            assert np.isfinite(dec.log_prob).all() and (np.diff(dec.version) >= 0).all()
+            assert EpisodeDecisions.load(chain_path(rl, name, i), actions + 1.0, key) is None  # another episode's
+    # learned from every ingested episode exactly once: the resumed learner re-read what the killed one had
+    # read but not yet learned from, and nothing else
+    assert state["env_steps"] == steps and state["stale_episodes"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == "reinflow" and summary["rl_iterations"] == 5 and summary["env_steps"] == steps
+    assert (rl / "policy" / "config.json").is_file() and (out / "eval_after.json").is_file()
+
+
+def test_on_policy_async_refuses_what_its_actors_cannot_ship():
+    from robot_rl.core.errors import ConfigError
+
+    RLConfig(algo="reinflow", backend="local").validate()
+    for field, value, name in (("finetune_encoder", True, "finetune_encoder"),
+                               ("reward.done", "critic", "reward.done=critic"),
+                               ("distributed.inference.node", True, "distributed.inference.node")):
+        cfg = RLConfig(algo="dppo", backend="ray")
+        obj, *path = [cfg, *field.split(".")]
+        for p in path[:-1]:
+            obj = getattr(obj, p)
+        setattr(obj, path[-1], value)
+        with pytest.raises(ConfigError, match=re.escape(name)):
+            cfg.validate()
+    cfg = RLConfig(algo="reinflow", backend="local")
+    cfg.distributed.max_policy_lag = -1
+    with pytest.raises(ConfigError, match="max_policy_lag"):
+        cfg.validate()
