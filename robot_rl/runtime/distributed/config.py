@@ -20,6 +20,11 @@ class RayConfig:
     """CPUs reserved per actor (Ray places actors where the resources are)."""
     learner_cpus: float = 1.0
     """CPUs reserved for the learner."""
+    node_cpus: float = 0.0
+    """CPUs reserved for the inference node (``rl.distributed.inference.node``); 0 by default because the actors
+    it serves no longer run the policy themselves (raise it, or ``node_gpus``, where the node has its own)."""
+    node_gpus: float = 0.0
+    """GPUs reserved for the inference node (with ``rl.distributed.inference.device=cuda``)."""
 
 
 @dataclass
@@ -107,6 +112,9 @@ class DistributedConfig:
         if self.actors < 1 or self.publish_every < 1 or self.max_update_debt < 1 or self.restarts < 0:
             raise ValueError("distributed: actors, publish_every, max_update_debt >= 1 and restarts >= 0, got "
                              f"{self.actors}, {self.publish_every}, {self.max_update_debt}, {self.restarts}")
+        if self.ray.node_cpus < 0 or self.ray.node_gpus < 0:
+            raise ValueError(f"distributed.ray: node_cpus and node_gpus must be >= 0, got {self.ray.node_cpus}, "
+                             f"{self.ray.node_gpus}")
         if self.ray.actor_cpus <= 0 or self.ray.learner_cpus <= 0:
             raise ValueError(f"distributed.ray: actor_cpus and learner_cpus must be > 0, got {self.ray.actor_cpus}, "
                              f"{self.ray.learner_cpus}")

@@ -3,7 +3,8 @@ answers the action requests of several actors in batches, so that one accelerato
 
 An actor sends its observation windows and waits a bounded time for the chunks; when the node is slow or
 gone it acts with its own copy of the policy (which follows the published weights as before), so it holds
-its rate whatever the node does. Requests and replies travel over multiprocessing queues (local backend).
+its rate whatever the node does. Requests and replies travel over multiprocessing queues (local backend) or
+Ray's actor-backed queues (Ray backend, where a node that dies is restarted on the same queues).
 """
 
 from __future__ import annotations
@@ -64,13 +65,14 @@ def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def serve(run: str, requests: Any, replies: dict[int, Any], cfg: dict[str, Any], stop_event: Any,
-          seed: int = 0) -> None:
-    """The node's process: answer requests until ``stop_event`` is set or the parent process is gone."""
+          seed: int = 0, weights: Any = None) -> None:
+    """The node's process: answer requests until ``stop_event`` is set or the parent process is gone.
+    ``weights``: where new versions come from (default: the run's weight files; see ``run_actor``)."""
     config = InferenceConfig(**cfg)
     torch.set_num_threads(1 if config.device == "cpu" else torch.get_num_threads())
     parent, root = os.getppid(), Path(run)
     policy = load_policy(root / "policy").to(config.device).eval()
-    weights = WeightSubscriber(root / "weights")
+    weights = weights if weights is not None else WeightSubscriber(root / "weights")
     generator = torch.Generator(device=config.device).manual_seed(seed)
     stats = {"batches": 0, "requests": 0, "rows": 0, "max_rows": 0, "version": -1, "sync_ms": []}
     last_status = 0.0

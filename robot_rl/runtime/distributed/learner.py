@@ -1,5 +1,5 @@
-"""The learner side of an asynchronous chunk run, and the local backend that places it and its actors in
-processes on this machine.
+"""The learner side of an asynchronous chunk run (ReinFlow's and DPPO's is in ``onpolicy.py``), and the local
+backend that places a learner and its actors in processes on this machine.
 
 The learner ingests committed episodes from every actor's store exactly once (by store and index), runs the
 chunk learner's updates at ``rl.chunk.utd`` per ingested env step (waiting for data when ahead, dropping what
@@ -465,7 +465,12 @@ def run_local(trainer) -> dict[str, Any]:
             if learner.is_alive():
                 learner.terminate()
     result = json.loads((run / RESULT_FILE).read_text())
+    adopt_result(trainer, result)
+    return {**result, "actor_restarts": dict(actors.restarted), "learner_restarts": restarts}
+
+
+def adopt_result(trainer, result: dict[str, Any]) -> None:
+    """The supervisor's trainer takes the counts of the run its learner process finished (the job reads them)."""
     trainer.iteration, trainer.env_steps, trainer.episodes = result["iterations"], result["env_steps"], \
         result["episodes"]
     trainer.acted_env_steps = result["acted_env_steps"]
-    return {**result, "actor_restarts": dict(actors.restarted), "learner_restarts": restarts}

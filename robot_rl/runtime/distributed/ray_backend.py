@@ -5,13 +5,15 @@ so on a multi-machine cluster the run folder must be on a filesystem every node 
 Ray's object store: the learner puts each version there and tells a small broker actor, and actors ask the
 broker at every chunk boundary; the weight files are still written, as the durable copy a restarted learner
 numbers its versions from and the one actors fall back to while the object store cannot give them a version
-(its owner, the learner, died). This process supervises: a Ray actor that dies (killed, or its node lost) is
-replaced and the run goes on."""
+(its owner, the learner, died). With ``rl.distributed.inference.node`` an inference node Ray actor answers the
+actors' requests over Ray queues (actors themselves, so they outlive a node that dies). This process supervises:
+a Ray actor that dies (killed, or its machine lost) is replaced and the run goes on."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from robot_rl.runtime.distributed.learner import (
     RESULT_FILE,
     ActorsByFiles,
     actor_specs,
+    adopt_result,
     clear_run_signals,
     learner_checkpoint,
     learner_process,
@@ -95,9 +98,12 @@ def _workers(ray):
 
     @ray.remote(max_restarts=0)
     class ActorWorker:
-        def run(self, spec: dict[str, Any], broker) -> dict[str, Any]:
+        def run(self, spec: dict[str, Any], broker, node: tuple | None = None) -> dict[str, Any]:
+            from robot_rl.runtime.distributed.inference import NodeClient
+
             weights = BrokerSubscriber(ray, broker, Path(spec["run"]) / "weights")
-            return run_actor(ActorSpec(**spec), weights=weights)  # until the run's stop file appears
+            client = None if node is None else NodeClient(spec["actor_id"], *node)
+            return run_actor(ActorSpec(**spec), weights=weights, node=client)  # until the run's stop file appears
 
         def pid(self) -> int:
             return os.getpid()
@@ -108,7 +114,25 @@ def _workers(ray):
             learner_process(run, progress, cpus, object_store_mirror(ray, broker))
             return json.loads((Path(run) / RESULT_FILE).read_text())
 
-    return WeightBroker, ActorWorker, LearnerWorker
+    @ray.remote(max_restarts=0)
+    class InferenceWorker:
+        def run(self, run: str, requests, replies: dict, cfg: dict[str, Any], seed: int, broker) -> None:
+            from robot_rl.runtime.distributed.inference import serve
+
+            serve(run, requests, replies, cfg, _StopFlag(run), seed,
+                  weights=BrokerSubscriber(ray, broker, Path(run) / "weights"))
+
+    return WeightBroker, ActorWorker, LearnerWorker, InferenceWorker
+
+
+class _StopFlag:
+    """The run's stop file as the event ``serve`` checks."""
+
+    def __init__(self, run: str) -> None:
+        self.path = stop_file(run)
+
+    def is_set(self) -> bool:
+        return self.path.exists()
 
 
 def run_ray(trainer) -> dict[str, Any]:
@@ -126,7 +150,17 @@ def run_ray(trainer) -> dict[str, Any]:
         # workers import robot_rl from this environment; the run folder is passed as an absolute path
         ray.init(**kwargs)
         started = True
-    WeightBroker, ActorWorker, LearnerWorker = _workers(ray)
+    # a Ray actor that asks for more CPUs than the whole cluster has would wait forever, silently
+    need = len(actor_specs(trainer, dcfg)) * rc.actor_cpus + rc.learner_cpus + \
+        (rc.node_cpus if dcfg.inference.node else 0.0)
+    have = float(ray.cluster_resources().get("CPU", 0.0))
+    if need > have + 1e-9:
+        if started:
+            ray.shutdown()
+        raise ConfigError(f"the learner, the actors and the inference node ask for {need:g} CPUs "
+                          f"(rl.distributed.ray.*_cpus); the cluster has {have:g}: lower them, or raise "
+                          "rl.distributed.ray.num_cpus on a local cluster")
+    WeightBroker, ActorWorker, LearnerWorker, InferenceWorker = _workers(ray)
     broker = WeightBroker.remote()
     prepare(trainer, object_store_mirror(ray, broker))
     clear_run_signals(run)
@@ -134,11 +168,24 @@ def run_ray(trainer) -> dict[str, Any]:
     handles: dict[int, Any] = {}
     refs: dict[Any, int] = {}
     restarts = {s.actor_id: 0 for s in specs}
+    inference = dcfg.inference if dcfg.inference.node else None
+    node: dict[str, Any] = {"handle": None, "ref": None, "restarts": 0}
+    if inference is not None:  # queues are Ray actors of their own: they outlive a node that dies
+        from ray.util.queue import Queue
+
+        requests = Queue(actor_options={"num_cpus": 0})
+        replies = {s.actor_id: Queue(actor_options={"num_cpus": 0}) for s in specs}
+
+    def start_node() -> None:
+        h = InferenceWorker.options(num_cpus=rc.node_cpus, num_gpus=rc.node_gpus).remote()
+        node.update(handle=h, ref=h.run.remote(str(run.resolve()), requests, replies, asdict(inference),
+                                               trainer.cfg.seed, broker))
 
     def start_actor(spec: ActorSpec) -> None:
         h = ActorWorker.options(num_cpus=rc.actor_cpus, name=None).remote()
         handles[spec.actor_id] = h
-        refs[h.run.remote(spec_dict(spec), broker)] = spec.actor_id
+        link = None if inference is None else (requests, replies[spec.actor_id], inference.timeout_ms)
+        refs[h.run.remote(spec_dict(spec), broker, link)] = spec.actor_id
 
     def start_learner():
         h = LearnerWorker.options(num_cpus=rc.learner_cpus).remote()
@@ -146,13 +193,33 @@ def run_ray(trainer) -> dict[str, Any]:
 
     for spec in specs:
         spec.run = str(run.resolve())
+    if inference is not None:
+        start_node()
+    for spec in specs:
         start_actor(spec)
     learner, lref = start_learner()
     learner_restarts, result = 0, None
     try:
         while result is None:
-            ready, _ = ray.wait([lref, *refs], num_returns=1, timeout=0.5)
+            watched = [lref, *refs, *([node["ref"]] if node["ref"] is not None else [])]
+            ready, _ = ray.wait(watched, num_returns=1, timeout=0.5)
             for ref in ready:
+                if ref == node["ref"]:  # the node returns only when told to stop, or dies
+                    node["ref"] = None
+                    try:
+                        ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                        if stop_file(run).exists():
+                            continue
+                        if node["restarts"] >= dcfg.restarts:
+                            raise RuntimeError(f"the inference node failed {node['restarts'] + 1} times; "
+                                               f"last: {exc}") from exc
+                        node["restarts"] += 1
+                        print(f"inference node exited ({type(exc).__name__}); restarting it ({node['restarts']}/"
+                              f"{dcfg.restarts}): the actors act with their own copies of the policy meanwhile",
+                              flush=True)
+                        start_node()
+                    continue
                 if ref == lref:
                     try:
                         result = ray.get(lref)
@@ -180,11 +247,11 @@ def run_ray(trainer) -> dict[str, Any]:
                     start_actor(next(s for s in specs if s.actor_id == k))
     finally:
         ActorsByFiles(specs).stop(timeout=60)
-        for h in [*handles.values(), learner, broker]:
+        extra = [] if inference is None else [node["handle"], requests.actor, *(q.actor for q in replies.values())]
+        for h in [*handles.values(), learner, broker, *[x for x in extra if x is not None]]:
             ray.kill(h)
         if started:
             ray.shutdown()
-    trainer.iteration, trainer.env_steps, trainer.episodes = result["iterations"], result["env_steps"], \
-        result["episodes"]
-    trainer.acted_env_steps = result["acted_env_steps"]
-    return {**result, "actor_restarts": restarts, "learner_restarts": learner_restarts, "backend": "ray"}
+    adopt_result(trainer, result)
+    return {**result, "actor_restarts": restarts, "learner_restarts": learner_restarts, "backend": "ray",
+            "node_restarts": node["restarts"]}

@@ -76,10 +76,19 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, b
     out = fresh_rl(tiny_chunk_job, tmp_path / "job")
     rl = out / "rl"
     actors = rl / "actors"
-    # actors never wait for the learner (a real arm's setting), and the budget outlasts the kills below
+    # actors never wait for the learner (a real arm's setting), and the budget outlasts the kills below; on Ray an
+    # inference node serves the actors (the local node's death is tested on its own below)
+    node = ["--rl.distributed.inference.node=true", "--rl.distributed.inference.max_wait_ms=20"] \
+        if backend == "ray" else []
     proc = _tiny_chunk_run(out, "--rl.iterations=6", "--rl.steps_per_iteration=30", f"--rl.backend={backend}",
-                           "--rl.distributed.publish_every=5", "--rl.distributed.max_backlog=null", wait=False)
+                           "--rl.distributed.publish_every=5", "--rl.distributed.max_backlog=null", *node, wait=False)
+    node_status = actors / "inference.status.json"
     try:
+        if node:  # 0. the inference node killed: Ray restarts it on the same queues and it serves again
+            _wait("the node answering", lambda: (_status(node_status) or {}).get("batches", 0) >= 3, proc)
+            dead = _status(node_status)["pid"]
+            os.kill(dead, signal.SIGKILL)
+            _wait("the node's restart", lambda: (_status(node_status) or {}).get("pid") not in (None, dead), proc)
         # 1. an actor killed mid-episode: restarted, and nothing it had in flight reaches the replay
         _wait("committed episodes", lambda: (actors / "actor_0.zarr").exists() and
               (_status(actors / "actor_0.status.json") or {}).get("committed", 0) >= 2, proc)
@@ -105,6 +114,10 @@ def test_async_run_survives_killed_actor_and_learner(tmp_path, tiny_chunk_job, b
     assert re.search(r"actor 0 exited \(.+\); restarting it", out_text), out_text[-4000:]
     assert re.search(r"learner exited \(.+\); restarting it", out_text), out_text[-4000:]
     assert WeightPublisher(rl / "weights").version > version_at_kill  # the new learner publishes above it
+    if node:
+        assert re.search(r"inference node exited \(.+\); restarting it \(1/5\)", out_text), out_text[-4000:]
+        assert _status(node_status)["batches"] > 0 and _status(node_status)["version"] > 0
+        assert all(_status(actors / f"actor_{k}.status.json")["node"]["served"] > 0 for k in (0, 1))
 
     after = _committed(actors / "actor_0.zarr")
     assert len(after) > len(before)
