@@ -209,6 +209,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = [o for o in args.overrides if o != "--quiet"]
     quiet = args.quiet or len(overrides) != len(args.overrides)
+    # --ray.address=auto is short for --rl.distributed.ray.address=auto (and so for every rl.distributed.ray field)
+    overrides = ["--rl.distributed." + o[2:] if o.startswith("--ray.") else o for o in overrides]
     cfg = load_config(TrainJobConfig, args.config, overrides)
     summary = run_job(cfg, progress=not quiet)
     print(json.dumps({k: summary[k] for k in ("success_before", "success_after", "env_steps", "wall_s")}))
@@ -432,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="TrainJobConfig YAML")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs=argparse.REMAINDER,
-                   help="overrides such as --out=data/run2 --rl.iterations=10 --rl.reward.kind=sparse")
+                   help="overrides such as --out=data/run2 --rl.iterations=10 --rl.reward.kind=sparse; "
+                   "--ray.address=auto is short for --rl.distributed.ray.address=auto")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a policy in its task's env")

@@ -150,3 +150,6 @@ def test_train_rejects_bad_config(tmp_path):
     res = _train(tmp_path / "bad2", "--env.task=fly")
     assert res.returncode == 2 and "unknown task 'fly'" in res.stderr
     assert not (tmp_path / "bad2" / "demos.zarr").exists()
+    # --ray.X is short for --rl.distributed.ray.X: its value reaches the config, and is checked there
+    res = _train(tmp_path / "bad3", "--rl.backend=ray", "--ray.actor_cpus=0")
+    assert res.returncode == 2 and "actor_cpus and learner_cpus must be > 0" in res.stderr, res.stderr[-2000:]
