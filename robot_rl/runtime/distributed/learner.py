@@ -263,17 +263,8 @@ def train_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, Any]
 
     def ingest(limit: int | None) -> int:
         n = 0
-        for spec in actors.specs:
-            name = spec.store.name
-            if name not in stores:
-                if not spec.store.exists():
-                    continue
-                try:
-                    stores[name] = EpisodeStore.open(spec.store)
-                except Exception:  # created this instant: its first record is not written yet
-                    continue
-            stores[name].refresh()
-            for d in trainer.ingest(stores[name], name, limit=limit):
+        for name, store in actor_stores(actors.specs, stores):
+            for d in trainer.ingest(store, name, limit=limit):
                 rnd.wins.append(d.success)
                 rnd.returns.append(float(d.rewards.sum()))
                 n += 1
@@ -353,23 +344,49 @@ def train_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, Any]
         trainer._save_state(export=True)
         raise
     finally:
-        actors.stop()
-        bar.close()
-        for store in stores.values():
-            store.close()
-        if state["eval_envs"] is not None:
-            state["eval_envs"].close()
-        tb.close()
-    acted = 0
-    for spec in actors.specs:
-        if spec.store.exists():
-            with EpisodeStore.open(spec.store) as store:
-                acted += int(store.episode_ends[-1]) if store.num_episodes else 0
+        close_loop(actors, bar, stores, state["eval_envs"], tb)
+    acted = acted_env_steps(actors.specs)
     return {"iterations": trainer.iteration, "env_steps": trainer.env_steps, "acted_env_steps": acted,
             "episodes": trainer.episodes,
             "updates": trainer.learner.updates, "wall_s": time.perf_counter() - start,
             "last_eval": state["last_eval"], "run": str(trainer.run), "weight_version": publisher.version,
             "updates_dropped": state["dropped"]}
+
+
+def actor_stores(specs: list[ActorSpec], stores: dict[str, EpisodeStore]):
+    """(name, store) of every actor store that exists, opened once (kept in ``stores``) and refreshed."""
+    for spec in specs:
+        name = spec.store.name
+        if name not in stores:
+            if not spec.store.exists():
+                continue
+            try:
+                stores[name] = EpisodeStore.open(spec.store)
+            except Exception:  # created this instant: its first record is not written yet
+                continue
+        stores[name].refresh()
+        yield name, stores[name]
+
+
+def close_loop(actors, bar, stores: dict[str, EpisodeStore], eval_envs, tb) -> None:
+    """What a learner's loop holds open, closed once its actors are told to stop."""
+    actors.stop()
+    bar.close()
+    for store in stores.values():
+        store.close()
+    if eval_envs is not None:
+        eval_envs.close()
+    tb.close()
+
+
+def acted_env_steps(specs: list[ActorSpec]) -> int:
+    """Env steps the actors committed to their stores in all, learned from or not."""
+    acted = 0
+    for spec in specs:
+        if spec.store.exists():
+            with EpisodeStore.open(spec.store) as store:
+                acted += int(store.episode_ends[-1]) if store.num_episodes else 0
+    return acted
 
 
 def learner_threads(cfg, cpus: float | None = None) -> int:

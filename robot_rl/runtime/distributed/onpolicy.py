@@ -243,7 +243,13 @@ def train_ppo_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, 
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from robot_rl.runtime.distributed.learner import read_status, write_learner_status
+    from robot_rl.runtime.distributed.learner import (
+        acted_env_steps,
+        actor_stores,
+        close_loop,
+        read_status,
+        write_learner_status,
+    )
 
     cfg, dcfg = trainer.cfg, trainer.cfg.distributed
     meta = json.loads((trainer.run / "rl.json").read_text())
@@ -265,17 +271,7 @@ def train_ppo_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, 
 
     def ingest() -> int:
         n = 0
-        for spec in actors.specs:
-            name = spec.store.name
-            if name not in stores:
-                if not spec.store.exists():
-                    continue
-                try:
-                    stores[name] = EpisodeStore.open(spec.store)
-                except Exception:  # created this instant: its first record is not written yet
-                    continue
-            store = stores[name]
-            store.refresh()
+        for name, store in actor_stores(actors.specs, stores):
             while read.get(name, 0) < store.num_episodes:
                 index = read.get(name, 0)
                 rows = store.read_episode(index, ["action"])
@@ -343,18 +339,8 @@ def train_ppo_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, 
         actors.stop()
         raise
     finally:
-        actors.stop()
-        bar.close()
-        for store in stores.values():
-            store.close()
-        if state["eval_envs"] is not None:
-            state["eval_envs"].close()
-        tb.close()
-    acted = 0
-    for spec in actors.specs:
-        if spec.store.exists():
-            with EpisodeStore.open(spec.store) as store:
-                acted += int(store.episode_ends[-1]) if store.num_episodes else 0
+        close_loop(actors, bar, stores, state["eval_envs"], tb)
+    acted = acted_env_steps(actors.specs)
     return {"iterations": trainer.iteration, "env_steps": trainer.env_steps, "acted_env_steps": acted,
             "episodes": trainer.episodes, "updates": trainer.iteration, "wall_s": time.perf_counter() - start,
             "last_eval": state["last_eval"], "run": str(trainer.run), "weight_version": publisher.version,
