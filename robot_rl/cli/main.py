@@ -26,6 +26,23 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_teleop(args: argparse.Namespace) -> int:
+    from robot_rl.config import EnvConfig
+    from robot_rl.hil.readers import open_device
+    from robot_rl.runtime.robot.teleop import record_teleop
+
+    config = EnvConfig(task=args.task, control_hz=args.control_hz, max_steps=args.max_steps)
+    if args.cameras is not None:
+        config.cameras = [c for c in args.cameras.split(",") if c]
+    config.validate()
+    device, reader = open_device(args.device, args.device_path)
+    keys = {f: b for f, b in device.map.buttons.items()}
+    print(f"teleop {config.task} with {args.device}: buttons {keys}; recording into {args.out}", file=sys.stderr)
+    result = record_teleop(config, device, reader, args.out, args.episodes, seed=args.seed)
+    print(json.dumps(result))
+    return 0
+
+
 def _cmd_collect(args: argparse.Namespace) -> int:
     from robot_rl.config import EnvConfig, load_config
     from robot_rl.runtime.training.collect import collect_demos
@@ -393,6 +410,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the registered tasks and their instructions")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=_cmd_tasks)
+
+    p = sub.add_parser("teleop", help="drive a simulated task live with a teleop device and record the episodes",
+                       description="Drive a task at its control rate with a keyboard (this terminal), a gamepad "
+                       "(/dev/input/eventN) or a SpaceMouse (/dev/hidrawN); every finished episode is appended to "
+                       "the store (source: human). Keys and axes: configs/devices/<device>.yaml.")
+    p.add_argument("--device", default="keyboard", help="keyboard, gamepad, spacemouse, or a device map YAML")
+    p.add_argument("--device-path", default=None, help="the gamepad's /dev/input/eventN or SpaceMouse's /dev/hidrawN")
+    p.add_argument("--task", default="lift", help="registered task name (see `robot-rl tasks`)")
+    p.add_argument("--out", required=True, help="episode store path (created, or appended to)")
+    p.add_argument("--episodes", type=int, default=5, help="episodes to record")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    p.add_argument("--control-hz", type=float, default=10.0, help="control rate (default 10)")
+    p.add_argument("--max-steps", type=int, default=None, help="episode time limit (default: the task's)")
+    p.add_argument("--cameras", default=None, help="comma-separated cameras (default front,wrist; '' for none)")
+    p.set_defaults(func=_cmd_teleop)
 
     p = sub.add_parser("collect", help="collect scripted-expert demos into an episode store")
     p.add_argument("--task", default=None, help="registered task name (see `robot-rl tasks`; default push)")
