@@ -22,7 +22,8 @@ class EpisodeAssembler:
 
     def start(self, obs: dict[str, Any]) -> None:
         self.current, self.obs = obs, []
-        self.steps = {k: [] for k in ("action", "reward", "terminated", "truncated", "success", "version")}
+        self.steps = {k: [] for k in ("action", "reward", "terminated", "truncated", "success", "version",
+                                      "intervention")}
 
     def add(self, actions: np.ndarray, result: ChunkResult, version: int) -> Episode | None:
         """The executed part of a chunk; the finished episode when it ended."""
@@ -32,7 +33,8 @@ class EpisodeAssembler:
             self.current = trace["obs"][i]
             for key in ("reward", "terminated", "truncated", "success"):
                 self.steps[key].append(trace[key][i])
-            self.steps["action"].append(actions[i])
+            self.steps["action"].append(trace["action"][i] if "action" in trace else actions[i])
+            self.steps["intervention"].append(bool(trace["intervention"][i]) if "intervention" in trace else False)
             self.steps["version"].append(version)
         if not result.ended:
             return None
@@ -40,6 +42,6 @@ class EpisodeAssembler:
         meta = EpisodeMeta(task=self.task, instruction=self.instruction, success=any(s["success"]),
                            source=self.source)
         ep = Episode.from_steps(self.obs, s["action"], s["reward"], s["terminated"], s["truncated"], s["success"],
-                                self.current, meta, policy_versions=s["version"])
+                                self.current, meta, interventions=s["intervention"], policy_versions=s["version"])
         self.start(result.obs)
         return ep

@@ -34,7 +34,8 @@ class ChunkResult:
     info: dict[str, Any] = field(default_factory=dict)
     trace: dict[str, list] | None = None
     """With ``record``: per executed step, the observation after it (``obs``), ``reward``, ``success``,
-    ``terminated`` and ``truncated``; what an episode store needs to keep the episode."""
+    ``terminated``, ``truncated``, the action executed (``action``: the operator's where it took over, else the
+    chunk's) and ``intervention``; what an episode store needs to keep the episode."""
 
     @property
     def ended(self) -> bool:
@@ -63,14 +64,20 @@ class _EnvSlot:
         steps = 0
         obs, info = None, {}
         trace: dict[str, list] | None = (
-            {"obs": [], "reward": [], "success": [], "terminated": [], "truncated": []} if record else None)
+            {"obs": [], "reward": [], "success": [], "terminated": [], "truncated": [], "action": [],
+             "intervention": []} if record else None)
+        handback = getattr(self.env, "handback_pending", None)  # an InterventionWrapper's operator let go
         for action in chunk:
+            if steps and handback is not None and handback():
+                break  # the rest of this chunk was planned before the takeover: a fresh one from here
             obs, reward, terminated, truncated, info = self.env.step(action)
             steps += 1
             success = success or bool(info.get("success", False))
             if trace is not None:
                 step = {"obs": obs, "reward": float(reward), "success": bool(info.get("success", False)),
-                        "terminated": bool(terminated), "truncated": bool(truncated)}
+                        "terminated": bool(terminated), "truncated": bool(truncated),
+                        "action": np.asarray(info.get("taken_action", action), np.float32),
+                        "intervention": bool(info.get("intervention", False))}
                 for key, value in step.items():
                     trace[key].append(value)
             if terminated or truncated:
