@@ -313,8 +313,7 @@ def train_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, Any]
         trainer._log("metrics.csv", row, tb)
         evaluate = cfg.eval_every and iteration % cfg.eval_every == 0 and iteration < cfg.iterations
         if evaluate:  # the actors keep acting meanwhile
-            state["eval_envs"] = state["eval_envs"] or ChunkVectorEnv(trainer.env_config, cfg.num_envs, cfg.workers)
-            state["last_eval"] = trainer._eval_row(state["eval_envs"], tb)
+            evaluate_into(trainer, state, tb)
         trainer._save_state(export=bool(evaluate))
         rnd = _Round(trainer.learner.updates)
         bar.set_postfix(updates=trainer.learner.updates, version=publisher.version,
@@ -335,10 +334,7 @@ def train_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, Any]
                 time.sleep(dcfg.poll_s)
         actors.stop()  # the episodes they committed since are kept in their stores: a continued run ingests them
         trainer._save_state(export=True)
-        last = state["last_eval"]
-        if trainer.iteration >= cfg.iterations and (last is None or last["iteration"] != trainer.iteration):
-            state["eval_envs"] = state["eval_envs"] or ChunkVectorEnv(trainer.env_config, cfg.num_envs, cfg.workers)
-            state["last_eval"] = trainer._eval_row(state["eval_envs"], tb)
+        final_evaluation(trainer, state, tb)
     except KeyboardInterrupt:
         actors.stop()
         trainer._save_state(export=True)
@@ -366,6 +362,20 @@ def actor_stores(specs: list[ActorSpec], stores: dict[str, EpisodeStore]):
                 continue
         stores[name].refresh()
         yield name, stores[name]
+
+
+def evaluate_into(trainer, state: dict[str, Any], tb) -> None:
+    """Evaluate the learner's policy now (the actors keep acting) in envs made once per run, kept in ``state``."""
+    cfg = trainer.cfg
+    state["eval_envs"] = state["eval_envs"] or ChunkVectorEnv(trainer.env_config, cfg.num_envs, cfg.workers)
+    state["last_eval"] = trainer._eval_row(state["eval_envs"], tb)
+
+
+def final_evaluation(trainer, state: dict[str, Any], tb) -> None:
+    """After the last round: evaluate unless that round's evaluation already ran."""
+    last = state["last_eval"]
+    if trainer.iteration >= trainer.cfg.iterations and (last is None or last["iteration"] != trainer.iteration):
+        evaluate_into(trainer, state, tb)
 
 
 def close_loop(actors, bar, stores: dict[str, EpisodeStore], eval_envs, tb) -> None:

@@ -31,7 +31,7 @@ from robot_rl.runtime.distributed.weights import Mirror, WeightPublisher
 from robot_rl.runtime.training.evaluate import ObservationWindows
 from robot_rl.runtime.training.offpolicy import ACTORS_DIR
 from robot_rl.runtime.training.rl import RLConfig, action_chunks, make_actor
-from robot_rl.runtime.training.vec_env import ChunkResult, ChunkVectorEnv
+from robot_rl.runtime.training.vec_env import ChunkResult
 
 
 def chain_path(run: str | Path, store: str, index: int) -> Path:
@@ -247,6 +247,8 @@ def train_ppo_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, 
         acted_env_steps,
         actor_stores,
         close_loop,
+        evaluate_into,
+        final_evaluation,
         read_status,
         write_learner_status,
     )
@@ -313,8 +315,7 @@ def train_ppo_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, 
         state["t"] = now
         trainer._log("metrics.csv", row, tb)
         if cfg.eval_every and trainer.iteration % cfg.eval_every == 0 and trainer.iteration < cfg.iterations:
-            state["eval_envs"] = state["eval_envs"] or ChunkVectorEnv(trainer.env_config, cfg.num_envs, cfg.workers)
-            state["last_eval"] = trainer._eval_row(state["eval_envs"], tb)
+            evaluate_into(trainer, state, tb)
         trainer._save_state()
         bar.update(1)
         bar.set_postfix(success=f"{row['train_success']:.2f}", lag=f"{row['policy_lag']:.1f}",
@@ -331,10 +332,7 @@ def train_ppo_async(trainer, actors, mirror: Mirror | None = None) -> dict[str, 
             elif not new:
                 time.sleep(dcfg.poll_s)
         actors.stop()
-        last = state["last_eval"]
-        if trainer.iteration >= cfg.iterations and (last is None or last["iteration"] != trainer.iteration):
-            state["eval_envs"] = state["eval_envs"] or ChunkVectorEnv(trainer.env_config, cfg.num_envs, cfg.workers)
-            state["last_eval"] = trainer._eval_row(state["eval_envs"], tb)
+        final_evaluation(trainer, state, tb)
     except KeyboardInterrupt:
         actors.stop()
         raise
