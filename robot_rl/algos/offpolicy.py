@@ -77,6 +77,11 @@ class ChunkLearnerConfig:
     policy stays frozen."""
     base_bc_lr: float = 1e-4
     """Learning rate of those updates (AdamW)."""
+    intervention_bc: float = 1.0
+    """Weight of a behaviour-cloning term on the operator's chunks (intervention steps) in every steering
+    actor update: mode=noise pulls the actor's noise toward the noise the frozen flow maps to the operator's
+    chunk (the flow inverted); mode=residual pulls the edit toward the operator's chunk. 0: interventions
+    reach the actor only through the critic."""
 
     def validate(self) -> None:
         if self.backup not in ("td", "mc", "greedy"):
@@ -90,6 +95,8 @@ class ChunkLearnerConfig:
             raise ValueError(f"online_window must be >= 1 step or None, got {self.online_window}")
         if not 0.0 <= self.demo_fraction <= 1.0 or not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"demo_fraction and explore must be in [0, 1], got {self.demo_fraction}, {self.explore}")
+        if self.intervention_bc < 0:
+            raise ValueError(f"intervention_bc must be >= 0, got {self.intervention_bc}")
         if self.base_bc < 0 or self.base_bc_lr <= 0:
             raise ValueError(f"base_bc must be >= 0 and base_bc_lr > 0, got {self.base_bc}, {self.base_bc_lr}")
         if self.utd <= 0 or self.batch_size < 1 or self.actor_every < 1:
@@ -162,10 +169,28 @@ class ChunkLearner(nn.Module):
                 chunks = self.policy.base.decode_noise(f2, w)[:, : self.policy.exec_dim]
                 q = self.q_mean(f2, chunks)
             metrics.update(self.noise.distill(f2, w, q))
-            metrics.update(self.noise.improve(feats, generator))
+            metrics.update(self.noise.improve(feats, generator, bc=self._noise_bc_targets(batch)))
         elif self.residual is not None:
-            metrics.update(self.residual.improve(self.q_mean, feats, batch["candidates"][:, 0]))
+            mask = self._operator_rows(batch)
+            bc = None if mask is None else (mask, batch["action"], self.cfg.intervention_bc)
+            metrics.update(self.residual.improve(self.q_mean, feats, batch["candidates"][:, 0], bc=bc))
         return metrics
+
+    def _operator_rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Which rows are the operator's chunks, if the BC term is on and there are any."""
+        mask = batch.get("intervention")
+        if self.cfg.intervention_bc <= 0 or mask is None or not bool(mask.any()):
+            return None
+        return mask
+
+    def _noise_bc_targets(self, batch: dict[str, torch.Tensor]):
+        """(rows, the noise the frozen policy maps to each operator chunk, weight), or None."""
+        mask = self._operator_rows(batch)
+        if mask is None:
+            return None
+        bound = self.noise.cfg.noise_bound
+        target = self.policy.base.invert_noise(batch["features"][mask], batch["full_action"][mask])
+        return mask, target.clamp(-0.99 * bound, 0.99 * bound), self.cfg.intervention_bc
 
     def imitate(self, features: torch.Tensor, chunks: torch.Tensor,
                 generator: torch.Generator | None = None) -> dict[str, float]:

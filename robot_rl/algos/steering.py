@@ -83,12 +83,20 @@ class NoiseActor(nn.Module):
         self.critic_opt.step()
         return {"noise_critic_loss": loss.item() / q.shape[0]}
 
-    def improve(self, features: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
-        """One SAC actor and temperature step on Q_W."""
+    def improve(self, features: torch.Tensor, generator: torch.Generator | None = None,
+                bc: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> dict[str, float]:
+        """One SAC actor and temperature step on Q_W; with ``bc`` = (rows, target noise, weight) the
+        deterministic noise of those rows is also pulled toward the target (the operator's chunk, inverted)."""
         w, log_prob = self(features, generator=generator)
         alpha = self.log_alpha.exp().detach()
         q = self.noise_critic(features, w).mean(dim=0)
         loss = (alpha * log_prob - q).mean()
+        bc_loss = None
+        if bc is not None:
+            rows, target, weight = bc
+            mean, _ = self(features[rows], deterministic=True)
+            bc_loss = ((mean - target) ** 2).mean()
+            loss = loss + weight * bc_loss
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_opt.step()
@@ -97,8 +105,11 @@ class NoiseActor(nn.Module):
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
-        return {"actor_loss": loss.item(), "actor_q": q.mean().item(), "entropy": -log_prob.mean().item(),
-                "alpha": alpha.item()}
+        out = {"actor_loss": loss.item(), "actor_q": q.mean().item(), "entropy": -log_prob.mean().item(),
+               "alpha": alpha.item()}
+        if bc_loss is not None:
+            out["intervention_bc_loss"] = bc_loss.item()
+        return out
 
 
 class ResidualActor(nn.Module):
@@ -113,13 +124,22 @@ class ResidualActor(nn.Module):
         return self.head(features, base)
 
     def improve(self, q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], features: torch.Tensor,
-                base: torch.Tensor) -> dict[str, float]:
-        """One deterministic policy-gradient step (TD3-style) on the chunk critic ``q``."""
+                base: torch.Tensor, bc: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> dict[str, float]:
+        """One deterministic policy-gradient step (TD3-style) on the chunk critic ``q``; with ``bc`` = (rows,
+        operator chunks, weight) the edited chunk of those rows is also pulled toward the operator's."""
         action = self(features, base)
         value = q(features, action)
         loss = -value.mean() + self.cfg.residual_bc_coef * ((action - base) ** 2).sum(-1).mean()
+        bc_loss = None
+        if bc is not None:
+            rows, target, weight = bc
+            bc_loss = ((action[rows] - target[rows]) ** 2).sum(-1).mean()
+            loss = loss + weight * bc_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"actor_loss": loss.item(), "actor_q": value.mean().item(),
-                "residual_size": (action - base).abs().mean().item()}
+        out = {"actor_loss": loss.item(), "actor_q": value.mean().item(),
+               "residual_size": (action - base).abs().mean().item()}
+        if bc_loss is not None:
+            out["intervention_bc_loss"] = bc_loss.item()
+        return out

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_rl.core.errors import ConfigError
+from robot_rl.hil.protocol import find_protocol
 
 
 class Operator(Protocol):
@@ -25,13 +26,20 @@ class Operator(Protocol):
 
     def reset(self) -> None: ...
 
+    def guide(self, steps: int) -> None:
+        """Drive the next ``steps`` steps (the protocol's human-guided start)."""
+
 
 class InterventionWrapper(gym.Wrapper):
+    """Takeover by ``operator``; above a ``ProtocolWrapper`` it also plays the protocol's help (the demo's
+    actions, or the operator guiding the first steps) at the start of an episode."""
+
     def __init__(self, env: gym.Env, operator: Operator, blend_steps: int = 2) -> None:
         super().__init__(env)
         if blend_steps < 0:
             raise ConfigError(f"blend_steps must be >= 0, got {blend_steps}")
         self.operator, self.blend_steps = operator, blend_steps
+        self.protocol = find_protocol(env)
         self._obs: dict[str, Any] | None = None
         self._decided: tuple[bool, np.ndarray | None] | None = None  # the operator's answer for the coming step
         self._active, self._last_op, self._since = False, None, None
@@ -39,12 +47,21 @@ class InterventionWrapper(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self.operator.reset()
+        if self.protocol is not None and self.protocol.guide_steps:
+            self.operator.guide(self.protocol.guide_steps)
         self._obs, self._decided, self._active, self._last_op, self._since = obs, None, False, None, None
         return obs, info
 
     def _decide(self, policy_action: np.ndarray | None) -> np.ndarray | None:
         if self._decided is None:
-            self._decided = (True, self.operator(self._obs, self.env, policy_action))
+            scripted = None if self.protocol is None else self.protocol.scripted_action()
+            if scripted is not None:  # a demo's step replayed: the operator only watches
+                observe = getattr(self.operator, "observe", None)
+                if observe is not None:
+                    observe(self.env)
+                self._decided = (True, scripted)
+            else:
+                self._decided = (True, self.operator(self._obs, self.env, policy_action))
         return self._decided[1]
 
     def handback_pending(self) -> bool:
@@ -71,6 +88,19 @@ class InterventionWrapper(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class NoOperator:
+    """Nobody takes over (the protocol may still replay demos or restore states)."""
+
+    def __call__(self, obs, env, policy_action):
+        return None
+
+    def reset(self) -> None:
+        pass
+
+    def guide(self, steps: int) -> None:
+        pass
+
+
 class SimulatedOperator:
     """The task's scripted expert behind the operator interface, for measuring human-in-the-loop learning in
     sim: it watches the policy and, once the policy's translation has pointed away from the expert's for
@@ -78,7 +108,7 @@ class SimulatedOperator:
     Gaussian ``noise`` before it hands back."""
 
     def __init__(self, task: str, patience: int = 5, delay_steps: int = 2, hold_steps: int = 10, noise: float = 0.05,
-                 min_cosine: float = 0.0, seed: int = 0) -> None:
+                 min_cosine: float = 0.0, max_takeovers: int | None = None, seed: int = 0) -> None:
         from robot_rl.envs import make_expert
 
         if min(patience, hold_steps) < 1 or delay_steps < 0 or noise < 0:
@@ -88,13 +118,27 @@ class SimulatedOperator:
         self.expert = make_expert(task, noise=0.0, rng=self.rng)
         self.patience, self.delay, self.hold, self.noise, self.min_cosine = (patience, delay_steps, hold_steps,
                                                                              noise, min_cosine)
+        self.max_takeovers = max_takeovers
         self.takeovers = 0
         self.reset()
 
+    @classmethod
+    def from_config(cls, cfg, task: str, seed: int = 0) -> SimulatedOperator:
+        """From a ``hil.protocol.OperatorConfig``."""
+        return cls(task, patience=cfg.patience, delay_steps=cfg.delay_steps, hold_steps=cfg.hold_steps,
+                   noise=cfg.noise, min_cosine=cfg.min_cosine, max_takeovers=cfg.max_takeovers, seed=seed)
+
     def reset(self) -> None:
-        self._away, self._wait, self._left = 0, None, 0
+        self._away, self._wait, self._left, self._episode_takeovers = 0, None, 0, 0
         if hasattr(self.expert, "reset"):
             self.expert.reset()
+
+    def guide(self, steps: int) -> None:
+        self._left, self._wait, self._away = int(steps), None, 0
+
+    def observe(self, env) -> None:
+        """Watch a step someone else drives: the expert keeps track of the task's phase."""
+        self.expert.act(env.unwrapped.privileged_state())
 
     def _drive(self, expert: np.ndarray) -> np.ndarray:
         self._left -= 1
@@ -107,6 +151,8 @@ class SimulatedOperator:
         if self._left > 0:
             return self._drive(expert)
         if policy_action is None:  # asked whether it goes on acting after its hold: it hands back
+            return None
+        if self.max_takeovers is not None and self._episode_takeovers >= self.max_takeovers:
             return None
         if self._wait is None:
             a, e = np.asarray(policy_action[:3], np.float64), expert[:3].astype(np.float64)
@@ -121,4 +167,5 @@ class SimulatedOperator:
             return None
         self._wait, self._left, self._away = None, self.hold, 0
         self.takeovers += 1
+        self._episode_takeovers += 1
         return self._drive(expert)

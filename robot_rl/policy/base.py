@@ -101,6 +101,11 @@ class Policy(nn.Module):
         noise-space actor steers (DSRL)."""
         raise ConfigError(f"policy {self.name!r} cannot be steered in noise space: it has no noise -> chunk map")
 
+    def invert_noise(self, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        """The initial noise that ``decode_noise`` maps to these normalised flat chunks (B, H*A): where a
+        noise-space actor must point to act as an operator did."""
+        raise ConfigError(f"policy {self.name!r} cannot invert its noise -> chunk map")
+
     def chunk_loss(self, cond: torch.Tensor, chunks: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
         """The cloning loss of normalised flat chunks (B, H*A) given condition vectors: what trains the action

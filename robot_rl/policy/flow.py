@@ -103,6 +103,21 @@ class FlowPolicy(Policy):
     def decode_noise(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.sample_chain(cond, x0=noise).actions
 
+    @torch.no_grad()
+    def invert_noise(self, cond: torch.Tensor, chunks: torch.Tensor, iterations: int = 6) -> torch.Tensor:
+        """``decode_noise`` run backwards: each Euler step x' = x + dt v(x, t) solved for x by fixed-point
+        iteration (x = x' - dt v(x, t)), exact up to the iteration's tolerance where v is smooth."""
+        k, x = self._steps(None), chunks
+        dt = 1.0 / k
+        for i in reversed(range(k)):
+            t = torch.full((x.shape[0],), i * dt, device=x.device)
+            d = torch.full_like(t, dt) if self.config.shortcut else None
+            prev = x
+            for _ in range(iterations):
+                prev = x - dt * self.velocity(prev, t, cond, d)
+            x = prev
+        return x
+
     def _steps(self, steps: int | None) -> int:
         steps = steps or self.config.num_inference_steps
         if steps < 1:

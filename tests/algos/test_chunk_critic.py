@@ -103,3 +103,77 @@ def test_noise_actor_moves_toward_higher_q_noise_on_a_fixed_critic():
     assert q_of(w_det).mean() > before + 2.0
     assert (w_det - good).abs().mean() < 0.3
     assert w_det.shape == (256, noise_dim) and w_det.abs().max() <= 2.0
+
+
+def _operator_batch(policy, n: int = 32):
+    """A fixed replay batch whose every row is an operator's chunk (the same chunk, from varied states)."""
+    from tests.algos.test_algos import state_batch
+
+    base = policy.base
+    h, a, big_h = base.config.n_action_steps, base.config.features.action_dim, base.config.horizon
+    chunk = torch.linspace(-0.6, 0.6, big_h * a)  # normalised, the whole horizon
+    with torch.no_grad():
+        feats = base.encode(state_batch(n, seed=5))
+    return {"features": feats, "action": chunk[: h * a].expand(n, -1).clone(),
+            "full_action": chunk.expand(n, -1).clone(), "intervention": torch.ones(n, dtype=torch.bool),
+            "rewards": torch.zeros(n, h), "executed": torch.ones(n, h, dtype=torch.bool),
+            "terminated": torch.zeros(n, dtype=torch.bool), "returns": torch.zeros(n),
+            "next_features": feats, "next_candidates": torch.zeros(n, 2, h * a),
+            "candidates": torch.zeros(n, 2, h * a)}, chunk
+
+
+@pytest.mark.parametrize("mode", ["noise", "residual"])
+def test_bc_on_interventions_pulls_the_steering_actor_toward_the_operators_chunk(mode):
+    from robot_rl.algos.offpolicy import ChunkLearner, ChunkLearnerConfig
+    from robot_rl.policy import SteeredPolicy
+    from tests.algos.test_algos import tiny
+
+    def distance(coef: float) -> tuple[float, float]:
+        base = tiny("flow", horizon=4)  # the same frozen base (seeded) on both sides
+        base.config.n_action_steps = 2
+        policy = SteeredPolicy.wrap(base, mode=mode, head_hidden_dim=32, q_hidden_dim=32, residual_scale=2.0)
+        cfg = ChunkLearnerConfig(mode=mode, backup="mc", actor_every=1, intervention_bc=coef, batch_size=32,
+                                 critic=ChunkCriticConfig(hidden_dim=32), steering=SteeringConfig(hidden_dim=32))
+        torch.manual_seed(0)
+        learner = ChunkLearner(policy, cfg)
+        batch, chunk = _operator_batch(policy)
+        if mode == "residual":  # the base chunk the residual edits: the frozen policy's own
+            with torch.no_grad():
+                own = base.decode_noise(batch["features"], torch.zeros(32, base.chunk_dim))[:, :4]
+            batch["candidates"] = own[:, None].repeat(1, 2, 1)
+
+        def gap() -> float:
+            with torch.no_grad():
+                if mode == "noise":
+                    w, _ = learner.noise(batch["features"], deterministic=True)
+                    acted = base.decode_noise(batch["features"], w)[:, :4]
+                else:
+                    acted = learner.residual(batch["features"], batch["candidates"][:, 0])
+            return float((acted - chunk[:4]).abs().mean())
+
+        before = gap()
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(80):
+            metrics = learner.update(batch, gen)
+        assert ("intervention_bc_loss" in metrics) == (coef > 0)
+        return before, gap()
+
+    before, with_bc = distance(1.0)
+    _, without = distance(0.0)
+    assert with_bc < 0.5 * before and with_bc < 0.5 * without, (before, with_bc, without)
+
+
+def test_flow_noise_inversion_recovers_the_noise_that_decodes_to_a_chunk():
+    from tests.algos.test_algos import state_batch, tiny
+
+    policy = tiny("flow", horizon=4)
+    for p in policy.velocity_net.parameters():  # a velocity field far from zero, so inversion has work to do
+        if p.dim() == 2:
+            torch.nn.init.normal_(p, std=0.3)
+    with torch.no_grad():
+        cond = policy.encode(state_batch(8))
+        noise = torch.randn(8, policy.chunk_dim, generator=torch.Generator().manual_seed(0))
+        chunk = policy.decode_noise(cond, noise)
+        assert (chunk - noise).abs().mean() > 0.3
+        recovered = policy.invert_noise(cond, chunk)
+    torch.testing.assert_close(recovered, noise, atol=2e-3, rtol=0)

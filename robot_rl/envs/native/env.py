@@ -80,6 +80,7 @@ class NativeManipulationEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self.controller.reset(self.data, self.data.qpos.copy())
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)  # let objects settle
+        mujoco.mj_forward(self.model, self.data)
         self._steps = 0
         return self._observation(), self._info(success=self.task.success(self.scene))
 
@@ -92,6 +93,9 @@ class NativeManipulationEnv(gym.Env):
         action = np.clip(action, -1.0, 1.0)
         self.controller.command(self.data, action)
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        # mj_step leaves positions-derived quantities (sites, cameras) one substep behind qpos: refresh them, so
+        # that what is observed is a function of the state alone (and ``restore`` reproduces it exactly)
+        mujoco.mj_forward(self.model, self.data)
         self._steps += 1
         success = self.task.success(self.scene)
         terminated = success and self.config.terminate_on_success
@@ -121,6 +125,31 @@ class NativeManipulationEnv(gym.Env):
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Arm joint positions and velocities (what a real arm's driver publishes on /joint_states)."""
         return self.data.qpos[self.controller.qpos_idx].copy(), self.data.qvel[self.controller.dof_idx].copy()
+
+    _SIM_STATE = mujoco.mjtState.mjSTATE_INTEGRATION  # everything the next mj_step reads, warm start included
+
+    def sim_state(self) -> np.ndarray:
+        """The whole simulation state (MuJoCo's integration state, the controller's orientation target and
+        home posture, the step count): :meth:`restore` of it continues bit-exactly as this env would."""
+        physics = np.empty(mujoco.mj_stateSize(self.model, self._SIM_STATE))
+        mujoco.mj_getState(self.model, self.data, physics, self._SIM_STATE)
+        c = self.controller
+        return np.concatenate([physics, c.target_mat.reshape(-1), c.home, [self._steps]])
+
+    def restore(self, state: np.ndarray) -> dict[str, Any]:
+        """Put the env in a state that :meth:`sim_state` returned (after a ``reset``) and return its
+        observation: return-and-explore starts a fresh episode from a stored one's middle."""
+        size = mujoco.mj_stateSize(self.model, self._SIM_STATE)
+        state = np.asarray(state, np.float64)
+        if state.shape != (size + 9 + 7 + 1,):
+            raise ConfigError(f"a sim state of task {self.task.name!r} has {size + 17} numbers, got shape "
+                              f"{state.shape}: was it saved from another task?")
+        mujoco.mj_setState(self.model, self.data, state[:size], self._SIM_STATE)
+        mujoco.mj_forward(self.model, self.data)
+        self.controller.target_mat = state[size : size + 9].reshape(3, 3).copy()
+        self.controller.home = state[size + 9 : size + 16].copy()
+        self._steps = int(state[-1])
+        return self._observation()
 
     def privileged_state(self) -> dict[str, np.ndarray]:
         """Ground-truth object state for scripted experts; policies never see it."""

@@ -59,6 +59,11 @@ class Derived:
     final_candidates: np.ndarray  # (N, h*A)
     terminated: bool
     success: bool
+    interventions: np.ndarray | None = None  # (T,) bool: an operator (or the protocol's helper) acted
+
+    def __post_init__(self) -> None:
+        if self.interventions is None:
+            self.interventions = np.zeros(len(self.actions), bool)
 
 
 def _actions_digest(ep: Episode) -> int:
@@ -73,8 +78,8 @@ def save_derived(path: Path, d: Derived, ep: Episode, key: str) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, features=d.features, actions=d.actions, rewards=d.rewards, candidates=d.candidates,
              final_features=d.final_features, final_candidates=d.final_candidates,
-             flags=np.array([d.terminated, d.success]), digest=np.array(_actions_digest(ep), np.int64),
-             key=np.array(key))
+             flags=np.array([d.terminated, d.success]), interventions=d.interventions,
+             digest=np.array(_actions_digest(ep), np.int64), key=np.array(key))
     os.replace(tmp, path)
 
 
@@ -86,9 +91,11 @@ def load_derived(path: Path, ep: Episode, key: str) -> Derived | None:
             if str(f["key"]) != key or int(f["digest"]) != _actions_digest(ep) or len(f["actions"]) != len(ep):
                 return None
             terminated, success = (bool(x) for x in f["flags"])
+            interventions = f["interventions"] if "interventions" in f.files else np.asarray(ep.intervention, bool)
             return Derived(features=f["features"], actions=f["actions"], rewards=f["rewards"],
                            candidates=f["candidates"], final_features=f["final_features"],
-                           final_candidates=f["final_candidates"], terminated=terminated, success=success)
+                           final_candidates=f["final_candidates"], terminated=terminated, success=success,
+                           interventions=interventions)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -170,7 +177,7 @@ class ChunkFeaturizer:
         return Derived(features=cond[:-1].numpy(), actions=actions, rewards=self.step_rewards(ep),
                        candidates=cands[:-1].numpy(), final_features=cond[-1].numpy(),
                        final_candidates=cands[-1].numpy(), terminated=bool(ep.terminated[-1]),
-                       success=bool(ep.success.any()))
+                       success=bool(ep.success.any()), interventions=np.asarray(ep.intervention, bool))
 
 
 def _draw(demo_rows: np.ndarray, online_rows: np.ndarray, batch: int, demo_fraction: float,
@@ -182,10 +189,14 @@ def _draw(demo_rows: np.ndarray, online_rows: np.ndarray, batch: int, demo_fract
 
 
 class ChunkReplay:
-    """Steps of demo and online episodes; samples chunk decisions with a fixed demo fraction."""
+    """Steps of demo and online episodes; samples chunk decisions with a fixed demo fraction. Steps an operator
+    drove (interventions) are drawn in both parts, as HIL-SERL keeps them in its demo and its online buffer."""
 
-    def __init__(self, feature_dim: int, action_dim: int, horizon: int, candidates: int, gamma: float = 0.99) -> None:
+    def __init__(self, feature_dim: int, action_dim: int, horizon: int, candidates: int, gamma: float = 0.99,
+                 full_horizon: int | None = None) -> None:
         self.h, self.a, self.gamma = horizon, action_dim, gamma
+        self.full_h = full_horizon or horizon  # the policy's whole chunk (what noise inversion needs)
+        self.intervened = _Growable((), bool)
         self.returns = _Growable((), np.float32)
         self.features = _Growable((feature_dim,), np.float32)
         self.actions = _Growable((action_dim,), np.float32)
@@ -216,6 +227,7 @@ class ChunkReplay:
         self.cands.extend(d.candidates)
         self.episode_of.extend(np.full(t, ep, np.int64))
         self.source_demo.extend(np.full(t, demo))
+        self.intervened.extend(np.asarray(d.interventions, bool) & (not demo))
         self.ep_end.append(self.actions.n)
         self.ep_final_features.append(d.final_features)
         self.ep_final_cands.append(d.final_candidates)
@@ -227,23 +239,24 @@ class ChunkReplay:
     @property
     def num_steps(self) -> dict[str, int]:
         demo = int(self.source_demo.view.sum())
-        return {"demo": demo, "online": self.actions.n - demo}
+        return {"demo": demo, "online": self.actions.n - demo, "intervention": int(self.intervened.view.sum())}
 
     def _rows(self, demo: bool) -> np.ndarray:
+        """The rows of the demo part (the demos and every online intervention step) or the online part."""
         if self._index is None:
             src = self.source_demo.view
-            self._index = {True: np.flatnonzero(src), False: np.flatnonzero(~src)}
+            self._index = {True: np.flatnonzero(src | self.intervened.view), False: np.flatnonzero(~src)}
         return self._index[demo]
 
     def sample_successes(self, batch: int, horizon: int, demo_fraction: float,
                          rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
-        """Steps of successful episodes with the full ``horizon``-step chunk from each (normalised; past the
-        episode's end the last action repeats, as in pre-training): behaviour-cloning data. None while there
-        is none."""
-        if self._success_index is None:
+        """Steps of successful episodes and operator steps, with the full ``horizon``-step chunk from each
+        (normalised; past the episode's end the last action repeats, as in pre-training): behaviour-cloning
+        data. None while there is none."""
+        if self._success_index is None:  # and the operator's steps, successful or not (HIL-SERL's BC data)
             success = np.asarray(self.ep_success, bool)[self.episode_of.view]
             self._success_index = (np.flatnonzero(success & self.source_demo.view),
-                                   np.flatnonzero(success & ~self.source_demo.view))
+                                   np.flatnonzero((success | self.intervened.view) & ~self.source_demo.view))
         demo_rows, online_rows = self._success_index
         if not len(demo_rows) and not len(online_rows):
             return None
@@ -273,7 +286,11 @@ class ChunkReplay:
         next_cands = np.where(inside[:, None, None], self.cands.view[np.minimum(nxt, self.actions.n - 1)],
                               np.stack([self.ep_final_cands[e] for e in ep]))
         terminated = ~inside & np.asarray(self.ep_terminated)[ep]
+        full = np.minimum(t[:, None] + np.arange(self.full_h)[None], end[:, None] - 1)
+        operator = self.intervened.view[t] & (self.intervened.view[idx] | ~executed).all(axis=1)
         return {
+            "intervention": torch.from_numpy(operator),
+            "full_action": torch.from_numpy(self.actions.view[full].reshape(batch, -1)),
             "features": torch.from_numpy(self.features.view[t]),
             "action": torch.from_numpy(self.actions.view[idx].reshape(batch, -1)),
             "rewards": torch.from_numpy(self.rewards.view[idx] * executed),

@@ -40,6 +40,8 @@ from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
+from robot_rl.hil.metrics import EpisodeHelp, help_metrics, plot_help
+from robot_rl.hil.protocol import HelpSchedule, RunWrap, load_tracks
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.training.chunk_replay import (
@@ -144,6 +146,9 @@ class ChunkRLTrainer(RunLog):
                                          else str(critic_dir), "demos": demos or []}, indent=2))
         (self.run / "env.json").write_text(json.dumps(asdict(env_config), indent=2))
         self.env_config = env_config
+        self.demos = list(demos or [])
+        if cfg.hil.needs_demos and not self.demos:
+            raise ConfigError(f"protocol mode {cfg.hil.protocol.mode!r} replays demos: give the run demo stores")
         task = get_task(env_config.task)
         self.instruction, self.task_name = task.instruction, env_config.task
 
@@ -158,6 +163,12 @@ class ChunkRLTrainer(RunLog):
             rank_std_coef=cc.rank_std_coef)
         torch.manual_seed(cfg.seed)
         self.learner = ChunkLearner(self.policy, cc)
+        if cfg.hil.enabled and cc.mode == "noise" and cc.intervention_bc > 0:
+            try:  # the BC term inverts the base's noise -> chunk map: fail now, not at the first takeover
+                base.invert_noise(torch.zeros(1, self.policy.config.feature_dim), torch.zeros(1, base.chunk_dim))
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}: run rl.chunk.mode=noise with rl.chunk.intervention_bc=0, or mode=residual") \
+                    from None
         self.featurizer = build_featurizer(base, cfg, critic_dir, env_config, self.instruction)
         self.features_key = featurizer_key(cfg, policy_dir, critic_dir)
         self.features_counts = {"shipped": 0, "computed": 0}  # online episodes' replay data: from actors, here
@@ -174,7 +185,7 @@ class ChunkRLTrainer(RunLog):
                                                None if state is None else state["progress_critic"], seed=cfg.seed)
         pc = base.config
         self.replay = ChunkReplay(self.policy.config.feature_dim, pc.features.action_dim, pc.n_action_steps,
-                                  cc.cached_candidates, cc.critic.gamma)
+                                  cc.cached_candidates, cc.critic.gamma, full_horizon=pc.horizon)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.iteration, self.env_steps, self.episodes = 0, 0, 0
@@ -190,6 +201,8 @@ class ChunkRLTrainer(RunLog):
             self._truncate_csv("metrics.csv")
             self._truncate_csv("eval.csv")
         self._load_online(saved)
+        self.schedule = HelpSchedule(cfg.hil.protocol)  # k from the run's latest online episodes, resumed too
+        self.schedule.record([s for s, d in zip(self.replay.ep_success, self.replay.ep_demo) if not d])
 
     # ------------------------------------------------------------------------------------ replay
     def _load_demos(self, demos: list[str]) -> None:
@@ -330,11 +343,19 @@ class ChunkRLTrainer(RunLog):
         n = self.cc.candidates if self.iteration >= self.cc.base_rounds else 1
         return choose_chunks(self.policy, cond, n, self.cc.explore, self.generator)
 
+    def env_wrap(self) -> RunWrap | None:
+        """How the training envs are wrapped for ``rl.hil`` (None: not at all)."""
+        hil = self.cfg.hil
+        if not hil.enabled:
+            return None
+        tracks = load_tracks(self.demos) if hil.needs_demos else None
+        return RunWrap(hil, self.task_name, tracks, seed=TRAIN_SEED + 10_000_000 * self.cfg.seed)
+
     def collect_round(self, envs: ChunkVectorEnv, hist: ObservationWindows, asm: list[EpisodeAssembler],
                       store: EpisodeStore) -> dict[str, Any]:
         """``steps_per_iteration`` decisions in every env; finished episodes are committed to the store
         and added to the replay."""
-        steps, finished, returns = 0, [], []
+        steps, finished, returns, helps = 0, [], [], []
         self.policy.eval()
         for _ in range(self.cfg.steps_per_iteration):
             cond = self.policy.encode(hist.batch())
@@ -348,10 +369,11 @@ class ChunkRLTrainer(RunLog):
                     derived = self._add_online(ep, ONLINE_STORE)
                     finished.append(derived.success)
                     returns.append(float(derived.rewards.sum()))
+                    helps.append(EpisodeHelp.of(ep.intervention, derived.success, asm[i].last_helped))
                     hist.start(i, r.obs)
                 else:
                     hist.push(i, r.obs)
-        return {"steps": steps, "finished": finished, "returns": returns}
+        return {"steps": steps, "finished": finished, "returns": returns, "help": helps}
 
     # ---------------------------------------------------------------------------------- learning
     def learn(self, updates: int, critic_only: bool = False) -> dict[str, float]:
@@ -402,7 +424,9 @@ class ChunkRLTrainer(RunLog):
                   f"(q_mean {m.get('q_mean', float('nan')):.3f})", flush=True)
             self._save_state(export=True)
         envs = ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
-                              episodes=self.env_episodes)
+                              episodes=self.env_episodes, wrap=self.env_wrap())
+        if cfg.hil.protocol.mode != "none":
+            envs.set_help(self.schedule.steps())
         eval_envs = None
         bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="rl chunk", unit="round",
                    disable=not self.progress)
@@ -417,7 +441,11 @@ class ChunkRLTrainer(RunLog):
                 asm[i].start(o)
             while self.iteration < cfg.iterations and (deadline is None or time.perf_counter() < deadline):
                 t0 = time.perf_counter()
+                help_steps = self.schedule.steps()
                 rollout = self.collect_round(envs, hist, asm, store)
+                if cfg.hil.protocol.mode != "none":
+                    self.schedule.record(rollout["finished"])
+                    envs.set_help(self.schedule.steps())
                 t1 = time.perf_counter()
                 self.env_steps += rollout["steps"]
                 metrics = self.learn(max(1, round(cc.utd * rollout["steps"])))
@@ -433,6 +461,7 @@ class ChunkRLTrainer(RunLog):
                        "train_success": float(np.mean(wins)) if wins else float("nan"),
                        "episode_return": float(np.mean(rollout["returns"])) if wins else float("nan"),
                        "rollout_s": t1 - t0, "update_s": t2 - t1, "elapsed_s": time.perf_counter() - start,
+                       **(dict(help_metrics(rollout["help"]), help_steps=help_steps) if cfg.hil.enabled else {}),
                        **metrics}
                 self._log("metrics.csv", row, tb)
                 evaluate = cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.iteration < cfg.iterations
@@ -459,6 +488,8 @@ class ChunkRLTrainer(RunLog):
             if eval_envs is not None:
                 eval_envs.close()
             tb.close()
+        if cfg.hil.enabled:
+            plot_help(self.run)
         return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                 "updates": self.learner.updates, "wall_s": time.perf_counter() - start, "last_eval": last_eval,
                 "run": str(self.run)}

@@ -44,6 +44,7 @@ from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
+from robot_rl.hil.protocol import HILConfig
 from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
 from robot_rl.policy.base import to_tensor
 from robot_rl.replay.store import EpisodeStore
@@ -87,6 +88,9 @@ class RLConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     progress_finetune: ProgressFinetuneConfig = field(default_factory=ProgressFinetuneConfig)
     """rl.algo=chunk: the progress critic (the dense reward) keeps learning from the run's episodes."""
+    hil: HILConfig = field(default_factory=HILConfig)
+    """Human in the loop while training (rl.algo=chunk): an operator who takes over (``hil.operator.kind=
+    simulated`` in sim) and the graded protocol (``hil.protocol.mode``); the steps they drive are learned from."""
     bc_coef: float = 0.0
     """Weight of the behaviour-cloning loss on demos added to every update (needs ``demos``)."""
     bc_batch_size: int = 32
@@ -122,6 +126,10 @@ class RLConfig:
         if self.progress_finetune.enabled and (self.algo != "chunk" or not self.reward.needs_critic):
             raise ConfigError("rl.progress_finetune fine-tunes the progress critic of an rl.algo=chunk run with a "
                               f"critic reward; this run has algo={self.algo!r}, reward.kind={self.reward.kind!r}")
+        self.hil.validate()
+        if self.hil.enabled and self.algo != "chunk":
+            raise ConfigError(f"rl.hil (operator {self.hil.operator.kind!r}, protocol {self.hil.protocol.mode!r}) runs "
+                              f"with rl.algo=chunk; this run has algo={self.algo!r}")
         try:
             self.reward.validate()
             self.progress_finetune.validate()

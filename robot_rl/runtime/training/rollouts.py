@@ -19,11 +19,14 @@ class EpisodeAssembler:
         self.obs: list[dict[str, Any]] = []
         self.current: dict[str, Any] | None = None
         self.steps: dict[str, list] = {}
+        self.helped = False  # of the episode in flight: the graded protocol opened it
+        self.last_helped = False  # of the last finished episode
 
     def start(self, obs: dict[str, Any]) -> None:
         self.current, self.obs = obs, []
         self.steps = {k: [] for k in ("action", "reward", "terminated", "truncated", "success", "version",
                                       "intervention")}
+        self.helped = False
 
     def add(self, actions: np.ndarray, result: ChunkResult, version: int) -> Episode | None:
         """The executed part of a chunk; the finished episode when it ended."""
@@ -36,6 +39,7 @@ class EpisodeAssembler:
             self.steps["action"].append(trace["action"][i] if "action" in trace else actions[i])
             self.steps["intervention"].append(bool(trace["intervention"][i]) if "intervention" in trace else False)
             self.steps["version"].append(version)
+            self.helped = self.helped or bool(trace.get("helped", [False] * result.steps)[i])
         if not result.ended:
             return None
         s = self.steps
@@ -43,5 +47,6 @@ class EpisodeAssembler:
                            source=self.source)
         ep = Episode.from_steps(self.obs, s["action"], s["reward"], s["terminated"], s["truncated"], s["success"],
                                 self.current, meta, interventions=s["intervention"], policy_versions=s["version"])
+        self.last_helped = self.helped
         self.start(result.obs)
         return ep

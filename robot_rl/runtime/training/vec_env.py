@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,8 @@ class ChunkResult:
     trace: dict[str, list] | None = None
     """With ``record``: per executed step, the observation after it (``obs``), ``reward``, ``success``,
     ``terminated``, ``truncated``, the action executed (``action``: the operator's where it took over, else the
-    chunk's) and ``intervention``; what an episode store needs to keep the episode."""
+    chunk's), ``intervention`` and ``helped`` (the graded protocol opened this episode); what an episode store
+    needs to keep the episode."""
 
     @property
     def ended(self) -> bool:
@@ -46,10 +48,12 @@ class _EnvSlot:
     """One env with its seed stream; runs chunks."""
 
     def __init__(self, env_config: EnvConfig | None, index: int, num_envs: int, seed: int, episode: int,
-                 env: Any = None) -> None:
+                 env: Any = None, wrap: Callable[[Any, int], Any] | None = None) -> None:
         from robot_rl.envs import make_env
 
         self.env = env if env is not None else make_env(env_config)
+        if wrap is not None:
+            self.env = wrap(self.env, index)
         self.index, self.num_envs, self.seed = index, num_envs, seed
         self.episode = episode  # episodes started so far
 
@@ -65,7 +69,7 @@ class _EnvSlot:
         obs, info = None, {}
         trace: dict[str, list] | None = (
             {"obs": [], "reward": [], "success": [], "terminated": [], "truncated": [], "action": [],
-             "intervention": []} if record else None)
+             "intervention": [], "helped": []} if record else None)
         handback = getattr(self.env, "handback_pending", None)  # an InterventionWrapper's operator let go
         for action in chunk:
             if steps and handback is not None and handback():
@@ -77,7 +81,8 @@ class _EnvSlot:
                 step = {"obs": obs, "reward": float(reward), "success": bool(info.get("success", False)),
                         "terminated": bool(terminated), "truncated": bool(truncated),
                         "action": np.asarray(info.get("taken_action", action), np.float32),
-                        "intervention": bool(info.get("intervention", False))}
+                        "intervention": bool(info.get("intervention", False)),
+                        "helped": bool(info.get("helped", False))}
                 for key, value in step.items():
                     trace[key].append(value)
             if terminated or truncated:
@@ -88,17 +93,25 @@ class _EnvSlot:
             result.obs, _ = self.reset()
         return result
 
+    def set_help(self, steps: int) -> None:
+        from robot_rl.hil.protocol import find_protocol
+
+        protocol = find_protocol(self.env)
+        if protocol is not None:
+            protocol.set_help(steps)
+
     def close(self) -> None:
         self.env.close()
 
 
-def _worker(conn, env_config: EnvConfig, indices: list[int], num_envs: int, seed: int, episodes: list[int]) -> None:
+def _worker(conn, env_config: EnvConfig, indices: list[int], num_envs: int, seed: int, episodes: list[int],
+            wrap) -> None:
     import torch
 
     torch.set_num_threads(1)
     slots = []
     try:
-        slots = [_EnvSlot(env_config, i, num_envs, seed, e) for i, e in zip(indices, episodes)]
+        slots = [_EnvSlot(env_config, i, num_envs, seed, e, wrap=wrap) for i, e in zip(indices, episodes)]
         conn.send(("ok", None))
         while True:
             cmd, arg = conn.recv()
@@ -106,6 +119,8 @@ def _worker(conn, env_config: EnvConfig, indices: list[int], num_envs: int, seed
                 conn.send(("ok", [slots[j].reset(seed)[0] for j, seed in arg]))
             elif cmd == "step":
                 conn.send(("ok", [slots[j].run_chunk(*a) for j, a in arg]))
+            elif cmd == "help":
+                conn.send(("ok", [slots[j].set_help(k) for j, k in arg]))
             elif cmd == "episodes":
                 conn.send(("ok", [s.episode for s in slots]))
             elif cmd == "close":
@@ -125,7 +140,8 @@ class ChunkVectorEnv:
     """``num_envs`` envs of one config spread over ``workers`` processes (0: all in this process)."""
 
     def __init__(self, env_config: EnvConfig, num_envs: int, workers: int = 0, seed: int = 0,
-                 episodes: list[int] | None = None) -> None:
+                 episodes: list[int] | None = None, wrap: Callable[[Any, int], Any] | None = None) -> None:
+        """``wrap(env, index)`` (picklable: it travels to the workers) wraps each env, e.g. for takeovers."""
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         if workers < 0:
@@ -140,7 +156,7 @@ class ChunkVectorEnv:
         self._conns = []
         self._procs = []
         if self.workers == 0:
-            self._slots = [_EnvSlot(env_config, i, num_envs, seed, episodes[i]) for i in range(num_envs)]
+            self._slots = [_EnvSlot(env_config, i, num_envs, seed, episodes[i], wrap=wrap) for i in range(num_envs)]
             self._groups = [list(range(num_envs))]
         else:
             ctx = mp.get_context("spawn")  # no forked GL contexts or torch thread pools
@@ -148,7 +164,7 @@ class ChunkVectorEnv:
             for group in self._groups:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker, daemon=True,
-                                   args=(child, env_config, group, num_envs, seed, [episodes[i] for i in group]))
+                                   args=(child, env_config, group, num_envs, seed, [episodes[i] for i in group], wrap))
                 proc.start()
                 child.close()
                 self._conns.append(parent)
@@ -197,6 +213,8 @@ class ChunkVectorEnv:
         slot = self._slots[i]
         if cmd == "step":
             return slot.run_chunk(*arg)
+        if cmd == "help":
+            return slot.set_help(arg)
         return slot.reset(arg)[0]
 
     def reset(self, seeds: list[int | None] | None = None) -> list[dict[str, Any]]:
@@ -224,6 +242,10 @@ class ChunkVectorEnv:
         out = self._call("step", {i: (np.asarray(c), auto_reset, record)
                                   for i, (c, a) in enumerate(zip(chunks, active)) if a})
         return [out.get(i) for i in range(self.num_envs)]
+
+    def set_help(self, steps: int) -> None:
+        """The graded protocol's k for the episodes that start from now on (envs without one ignore it)."""
+        self._call("help", {i: int(steps) for i in range(self.num_envs)})
 
     def episode_counters(self) -> list[int]:
         """Episodes started by each env (to resume its seed stream)."""

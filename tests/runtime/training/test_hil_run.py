@@ -1,0 +1,63 @@
+"""Human in the loop through the whole sim loop of the off-policy learner: a simulated operator takes over and
+the graded protocol restores demo states; the flags reach the episode store and the replay (both parts), and
+the run logs how much help it needed."""
+
+from __future__ import annotations
+
+import json
+
+import draccus
+import numpy as np
+import pytest
+
+from robot_rl.config import EnvConfig
+from robot_rl.core.errors import ConfigError
+from robot_rl.hil.protocol import HILConfig, OperatorConfig, ProtocolConfig
+from robot_rl.replay.store import EpisodeStore
+from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
+from robot_rl.runtime.training.rl import RLConfig
+from tests.runtime.conftest import fresh_rl
+from tests.runtime.training.test_rl import _rows
+
+
+@pytest.mark.slow
+def test_takeovers_and_protocol_help_reach_the_store_the_replay_and_the_logs(tmp_path, tiny_chunk_job):
+    job = fresh_rl(tiny_chunk_job, tmp_path / "job")
+    meta = json.loads((tiny_chunk_job / "rl" / "rl.json").read_text())
+    cfg = draccus.decode(RLConfig, meta["rl"])
+    cfg.iterations, cfg.steps_per_iteration, cfg.num_envs, cfg.workers, cfg.eval_every = 3, 5, 2, 0, 0
+    cfg.eval_episodes = 2
+    # an impatient operator (it takes over whenever the policy is not heading where the expert is) and
+    # return-and-explore on every other episode
+    cfg.hil = HILConfig(operator=OperatorConfig(kind="simulated", patience=1, delay_steps=0, hold_steps=3,
+                                                min_cosine=0.9),
+                        protocol=ProtocolConfig(mode="return_explore", help_steps=4, fraction=0.5))
+    env = EnvConfig(**meta["env"])
+    with pytest.raises(ConfigError, match="replays demos"):
+        ChunkRLTrainer(meta["policy"], env, tmp_path / "no_demos", cfg, critic_dir=meta["critic"], progress=False)
+    rl = job / "rl"
+    trainer = ChunkRLTrainer(meta["policy"], env, rl, cfg, critic_dir=meta["critic"], demos=meta["demos"],
+                             progress=False)
+    trainer.train()
+
+    with EpisodeStore.open(rl / "online.zarr") as store:
+        eps = [store.episode(i) for i in range(store.num_episodes)]
+    assert eps, "no online episode finished"
+    flags = np.concatenate([e.intervention for e in eps])
+    assert 0 < flags.sum() < len(flags)  # the operator took over on some steps, not all
+    # the operator's steps were executed and stored as its own: they differ from the policy's chunks
+    assert trainer.replay.num_steps["intervention"] == flags.sum()
+    demo_rows = trainer.replay._rows(True)
+    online_interventions = np.flatnonzero(trainer.replay.intervened.view)
+    assert np.isin(online_interventions, demo_rows).all()  # drawn in the demo part as well as the online one
+    assert np.isin(online_interventions, trainer.replay._rows(False)).all()
+
+    rows = _rows(rl / "metrics.csv")
+    assert len(rows) == 3
+    for key in ("intervention_rate", "takeover_episodes", "steps_to_first_intervention", "helped_episodes",
+                "success_helped", "success_unhelped", "help_steps"):
+        assert key in rows[0], key
+    assert [int(r["help_steps"]) for r in rows][0] == 4
+    rates = [float(r["intervention_rate"]) for r in rows if r["intervention_rate"] not in ("", "nan")]
+    assert rates and all(0 <= r <= 1 for r in rates)
+    assert (rl / "interventions.png").is_file()
