@@ -20,7 +20,7 @@ import numpy as np
 from robot_rl.core.errors import ConfigError
 from robot_rl.transport import ServiceClient, Transport, TransportError
 from robot_rl.transport.convert import RobotTopics, chunk_to_msg
-from robot_rl.transport.messages import Float64MultiArray, String, Time
+from robot_rl.transport.messages import Bool, Float64MultiArray, String, Time
 from robot_rl.transport.observations import StampedObservations, stamp_key
 
 _KEEP = 64  # step reports kept until their step() collects them
@@ -39,6 +39,8 @@ class RosRobotEnv(gym.Env):
         self._cond = threading.Condition()
         self._reports: OrderedDict[tuple[int, int], dict] = OrderedDict()  # by the stamp their action answered
         self._step_sub = transport.subscribe(self.topics.step, String, self._on_step)
+        self._takeover_now, self._operator_acted = False, False
+        self._takeover_sub = transport.subscribe(self.topics.takeover, Bool, self._on_takeover)
         self.spec_info = self._client.call({"op": "spec"}, timeout=timeout_s)
         self.cameras = list(self.spec_info["cameras"])
         if self.spec_info.get("image_transport", "raw") != self.topics.image_transport:
@@ -69,6 +71,14 @@ class RosRobotEnv(gym.Env):
                 self._reports.popitem(last=False)
             self._cond.notify_all()
 
+    def _on_takeover(self, msg: Bool) -> None:
+        self._takeover_now = bool(msg.data)
+
+    def handback_pending(self) -> bool:
+        """The operator drove the last step and has let go: the chunk executor should ask the policy for a
+        fresh chunk from the current observation (the rest of the old one was planned before the takeover)."""
+        return self._operator_acted and not self._takeover_now
+
     def _report_for(self, answers: tuple[int, int]) -> dict:
         with self._cond:
             if not self._cond.wait_for(lambda: answers in self._reports, timeout=self.timeout_s):
@@ -81,7 +91,7 @@ class RosRobotEnv(gym.Env):
         super().reset(seed=seed)
         reply = self._client.call({"op": "reset", "seed": seed}, timeout=self.timeout_s)
         key = tuple(reply["stamp"])
-        self._stamp, self._done = Time(sec=key[0], nanosec=key[1]), False
+        self._stamp, self._done, self._operator_acted = Time(sec=key[0], nanosec=key[1]), False, False
         obs = self._observations.wait(key, self.timeout_s)
         return obs, {"success": reply["success"], "instruction": reply.get("instruction", self.instruction),
                      "task": self.spec_info.get("task", "")}
@@ -102,12 +112,17 @@ class RosRobotEnv(gym.Env):
         self._stamp = Time(sec=key[0], nanosec=key[1])
         terminated, truncated = bool(report["terminated"]), bool(report["truncated"])
         self._done = terminated or truncated
-        info = {"success": report["success"], "intervention": report["intervention"],
-                "executed_action": np.asarray(report["action"], np.float32), "instruction": self.instruction}
+        executed = np.asarray(report["action"], np.float32)
+        self._operator_acted = bool(report["intervention"])
+        info = {"success": report["success"], "intervention": report["intervention"], "executed_action": executed,
+                "taken_action": executed, "instruction": self.instruction}
+        if report.get("label") is not None:
+            info["operator_label"] = report["label"]
         return obs, float(report["reward"]), terminated, truncated, info
 
     def close(self) -> None:
         self._step_sub.close()
+        self._takeover_sub.close()
         self._observations.close()
         self._client.close()
         if self._transport is not None:

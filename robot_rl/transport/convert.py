@@ -84,6 +84,11 @@ class RobotTopics:
         return self._t("teleop/takeover")
 
     @property
+    def label(self) -> str:
+        """std_msgs/String ``success`` or ``failure``: the operator ends the episode with that outcome."""
+        return self._t("teleop/label")
+
+    @property
     def reward(self) -> str:
         return self._t("robot_rl/reward")
 

@@ -99,6 +99,7 @@ class EnvBridge:
         self._last_action = np.zeros(self.action_dim, np.float32)
         self._estop = False
         self._takeover = False
+        self._label: str | None = None  # the operator's outcome label, applied at the next step
         self._teleop: np.ndarray | None = None
         self._teleop_at = 0.0
         self.episode, self.steps, self.active = -1, 0, False
@@ -116,6 +117,7 @@ class EnvBridge:
             transport.subscribe(self.topics.estop, Bool, self._on_estop),
             transport.subscribe(self.topics.takeover, Bool, self._on_takeover),
             transport.subscribe(self.topics.teleop_action, Float64MultiArray, self._on_teleop),
+            transport.subscribe(self.topics.label, String, self._on_label),
         ]
         self._service = ServiceServer(transport, self.topics.episode, self._on_request)
         self._thread = threading.Thread(target=self._run, name="env-bridge", daemon=True)
@@ -140,6 +142,12 @@ class EnvBridge:
     def _on_takeover(self, msg: Bool) -> None:
         with self._lock:
             self._takeover = bool(msg.data)
+
+    def _on_label(self, msg: String) -> None:
+        if msg.data not in ("success", "failure"):
+            raise ConfigError(f"an operator label must be 'success' or 'failure', got {msg.data!r}")
+        with self._lock:
+            self._label = msg.data if self.active else None
 
     def _on_teleop(self, msg: Float64MultiArray) -> None:
         chunk, _ = msg_to_chunk(msg, self.action_dim)
@@ -193,6 +201,7 @@ class EnvBridge:
             self.episode += 1
             self.steps, self.active = 0, True
             self._queue.clear()
+            self._label = None
             self._last_action = np.zeros(self.action_dim, np.float32)
             header = self._publish_obs(obs)
             # the first report names the episode's task, so a recording of the topics is self-contained
@@ -210,7 +219,13 @@ class EnvBridge:
         if self._takeover:
             if self._teleop is None or now - self._teleop_at > self.cfg.action_timeout_s:
                 return None, "stale_teleop", None, True
-            return self._teleop, None, None, True
+            stamp = None
+            if self._queue:  # the operator's action answers the policy's (the rest of its chunk is dropped)
+                stamp = self._queue_stamp
+                self._queue.clear()
+            elif not self.cfg.realtime:
+                return None, "awaiting_action", None, True  # lock-step: time moves on the client's action only
+            return self._teleop, None, stamp, True
         if not self._queue:
             return None, "no_action", None, False
         # action i of a chunk is due i periods after the chunk came; later than the timeout past that, the
@@ -271,11 +286,14 @@ class EnvBridge:
         self._last_action = executed.astype(np.float32)
         self.steps += 1
         header = self._publish_obs(obs)
+        success, label, self._label = bool(info.get("success", False)), self._label, None
+        if label is not None:  # the operator's word ends the episode, whatever the task's own check says
+            terminated, truncated, success = True, False, label == "success"
         if terminated or truncated:
             self.active = False
             self._queue.clear()
-        self._report(header, float(reward), bool(terminated), bool(truncated), bool(info.get("success", False)),
-                     held, stamp, operator, executed)
+        self._report(header, float(reward), bool(terminated), bool(truncated), success, held, stamp, operator,
+                     executed, **({"label": label} if label is not None else {}))
 
     def _publish_obs(self, obs: dict[str, Any]) -> Header:
         header = Header.now("base")

@@ -1,12 +1,13 @@
 """Sim in the loop: the asynchronous run's actor drives a robot over DDS (``RosRobotEnv`` against an
 ``EnvBridge`` serving a simulated arm in this process), the learner trains on what the actor commits, and the
-weights it publishes reach the acting policy."""
+weights it publishes reach the acting policy; an operator who takes over at the bridge is recorded as such."""
 
 from __future__ import annotations
 
 import json
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from robot_rl.config import EnvConfig
 from robot_rl.envs import make_env
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.robot.env_bridge import BridgeConfig, EnvBridge
-from robot_rl.transport.convert import RobotTopics
-from robot_rl.transport.messages import String
+from robot_rl.transport.convert import RobotTopics, chunk_to_msg
+from robot_rl.transport.messages import Bool, Float64MultiArray, String
 from tests.runtime.conftest import fresh_rl
 from tests.runtime.training.test_offpolicy import _tiny_chunk_run
 
@@ -41,12 +42,36 @@ def test_actor_driving_a_robot_over_dds_feeds_the_learner(tmp_path, tiny_chunk_j
                 executed.append(report)
 
     transport.subscribe(topics.step, String, on_step)
+    op = np.array([0.0, 0.0, 0.6, 0, 0, 0, 1.0], np.float32)
+    done = threading.Event()
+
+    def operator() -> None:  # takes over after 10 executed steps, for 6 of them, then hands back
+        takeover = transport.publisher(topics.takeover, Bool)
+        teleop = transport.publisher(topics.teleop_action, Float64MultiArray)
+        phase = "wait"
+        while not done.is_set():
+            with lock:
+                ops = sum(r["intervention"] for r in executed)
+                n = len(executed)
+            if phase == "wait" and n >= 10:
+                phase = "drive"
+            if phase == "drive":
+                teleop.publish(chunk_to_msg(op[None]))  # fresh every few ms: the bridge drops stale teleop
+                takeover.publish(Bool(data=ops < 6))
+                if ops >= 6:
+                    phase = "done"
+            time.sleep(0.01)
+
+    driver = threading.Thread(target=operator, daemon=True)
+    driver.start()
     try:
         res = _tiny_chunk_run(out, "--rl.iterations=3", "--rl.steps_per_iteration=4", "--rl.backend=local",
                               "--rl.distributed.publish_every=5", "--rl.distributed.robot.namespaces=[/sim_arm]",
                               f"--rl.distributed.robot.domain_id={domain}", "--rl.distributed.robot.interface=lo",
                               "--rl.distributed.robot.peers=[127.0.0.1]", "--rl.distributed.robot.timeout_s=30")
     finally:
+        done.set()
+        driver.join(timeout=5)
         bridge.close()
         transport.close()
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
@@ -57,10 +82,17 @@ def test_actor_driving_a_robot_over_dds_feeds_the_learner(tmp_path, tiny_chunk_j
         versions = np.concatenate([store.read_episode(i, ["policy_version"])["policy_version"]
                                    for i in range(store.num_episodes)])
         actions = np.concatenate([store.read_episode(i, ["action"])["action"] for i in range(store.num_episodes)])
+        flags = np.concatenate([store.read_episode(i, ["intervention"])["intervention"]
+                                for i in range(store.num_episodes)])
     # every committed step was executed by the robot, with the action the store holds
     assert sum(lengths) <= len(executed)
     sent = np.array([r["action"] for r in executed[: len(actions)]], dtype=np.float32)
     np.testing.assert_allclose(sent, actions, atol=1e-5)
+    # the operator's steps reached the store flagged, with the operator's action (not the policy's)
+    reported = np.array([r["intervention"] for r in executed[: len(actions)]])
+    np.testing.assert_array_equal(flags, reported)
+    assert 6 <= flags.sum() <= 7  # it took over for 6 steps (one more may run while its release travels)
+    np.testing.assert_allclose(actions[flags], np.tile(op, (int(flags.sum()), 1)), atol=1e-6)
     # weights the learner published reached the acting policy, and versions never went back
     assert versions.max() > 0 and (np.diff(versions) >= 0).all()
     status = json.loads((actors / "actor_0.status.json").read_text())

@@ -231,3 +231,57 @@ def test_policy_server_refuses_a_robot_it_was_not_trained_for(tmp_path, push_sto
     finally:
         server.close()
         bridge.close()
+
+
+def test_takeover_over_the_bridge_replaces_the_chunk_and_labels_end_the_episode():
+    from robot_rl.runtime.training.rollouts import EpisodeAssembler
+    from robot_rl.runtime.training.vec_env import _EnvSlot
+
+    t = InProcTransport(InProcBus())
+    bridge = EnvBridge(small_env("push", max_steps=60), t, BridgeConfig(realtime=False))
+    robot = RosRobotEnv(t, timeout_s=10)
+    takeover, teleop = t.publisher(TOPICS.takeover, Bool), t.publisher(TOPICS.teleop_action, Float64MultiArray)
+    op = np.array([0.0, 0.5, 0.0, 0, 0, 0, 1.0], np.float32)
+    operated = []
+
+    def release_after_three(msg: String) -> None:  # the operator lets go after driving three steps
+        report = json.loads(msg.data)
+        if report["intervention"]:
+            operated.append(report)
+            if len(operated) == 3:
+                takeover.publish(Bool(data=False))
+
+    t.subscribe(TOPICS.step, String, release_after_three)
+    slot = _EnvSlot(None, 0, 1, 0, 0, env=robot)
+    try:
+        obs, _ = slot.reset(seed=2)
+        asm = EpisodeAssembler("push", "push")
+        asm.start(obs)
+        policy = np.tile(np.array([0.3, 0, 0, 0, 0, 0, -1], np.float32), (6, 1))
+        first = slot.run_chunk(policy[:2], auto_reset=False, record=True)
+        assert first.trace["intervention"] == [False, False]
+        teleop.publish(chunk_to_msg(op[None]))
+        takeover.publish(Bool(data=True))
+        time.sleep(0.1)
+        taken = slot.run_chunk(policy, auto_reset=False, record=True)
+        # the operator's actions replaced the policy's; at its hand-back the chunk stopped, unfinished
+        assert taken.steps == 3 and taken.trace["intervention"] == [True] * 3
+        np.testing.assert_allclose(np.stack(taken.trace["action"]), np.tile(op, (3, 1)))
+        fresh = slot.run_chunk(policy, auto_reset=False, record=True)
+        assert fresh.steps == 6 and not any(fresh.trace["intervention"])
+        # the operator's label ends the episode with its outcome at the next step
+        t.publisher(TOPICS.label, String).publish(String(data="success"))
+        time.sleep(0.1)
+        last = slot.run_chunk(policy, auto_reset=False, record=True)
+        assert last.steps == 1 and last.terminated and last.success and last.info["operator_label"] == "success"
+        ep = None
+        for res in (first, taken, fresh, last):
+            ep = asm.add(policy, res, 0)
+        assert ep is not None and ep.meta.success and ep.terminated[-1] and len(ep) == 12
+        np.testing.assert_array_equal(ep.intervention, [False] * 2 + [True] * 3 + [False] * 7)
+        np.testing.assert_allclose(ep.action[2:5], np.tile(op, (3, 1)))
+        with pytest.raises(Exception, match="must be 'success' or 'failure'"):
+            bridge._on_label(String(data="maybe"))
+    finally:
+        robot.close()
+        bridge.close()
