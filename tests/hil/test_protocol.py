@@ -137,3 +137,4 @@ def test_help_metrics_split_opening_help_from_takeovers():
     assert m["steps_to_first_intervention"] == pytest.approx((4 + 3) / 2)
     assert m["helped_episodes"] == pytest.approx(1 / 3)
     assert m["success_helped"] == pytest.approx(0.5) and m["success_unhelped"] == 1.0
+

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import torch
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
 from robot_rl.envs import get_task
+from robot_rl.hil.metrics import EpisodeHelp, help_metrics
+from robot_rl.hil.protocol import HelpSchedule, HILConfig, RunWrap, load_tracks
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.weights import WeightSubscriber
@@ -66,6 +68,11 @@ class ActorSpec:
     robot: dict[str, Any] | None = None
     """Drive a robot over ROS 2 topics instead of simulated envs: a RobotLinkConfig as a dict, with the one
     ``namespace`` of this actor's robot (one env)."""
+    hil: dict[str, Any] | None = None
+    """Simulated envs: the run's ``rl.hil`` (a HILConfig, encoded): the operator and the graded protocol act
+    in this actor's envs, the protocol's k scheduled from this actor's own recent success."""
+    demos: list[str] = field(default_factory=list)
+    """The demo stores the protocol replays or restores (demo_replay, return_explore)."""
 
     @property
     def store(self) -> Path:
@@ -111,8 +118,14 @@ def _backlog(spec: ActorSpec, committed: int) -> int:
 def robot_envs(spec: ActorSpec, env_config: EnvConfig, seed: int, committed: int) -> ChunkVectorEnv:
     """The actor's envs: simulated ones, or its robot over ROS 2 topics as one ``RosRobotEnv``."""
     if spec.robot is None:
+        wrap = None
+        if spec.hil is not None:
+            hil = draccus.decode(HILConfig, spec.hil)
+            tracks = load_tracks(spec.demos) if hil.needs_demos else None
+            wrap = RunWrap(hil, env_config.task, tracks, seed=seed)
         # resets continue past every episode this actor has committed in earlier lives: no start is replayed
-        return ChunkVectorEnv(env_config, spec.num_envs, 0, seed=seed, episodes=[committed + 1] * spec.num_envs)
+        return ChunkVectorEnv(env_config, spec.num_envs, 0, seed=seed, episodes=[committed + 1] * spec.num_envs,
+                              wrap=wrap)
     from robot_rl.envs.ros_robot import RosRobotEnv
     from robot_rl.transport import make_transport
     from robot_rl.transport.convert import RobotTopics
@@ -170,6 +183,11 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
     hist = ObservationWindows(num_envs, policy.config.n_obs_steps, task.instruction)
     asm = [EpisodeAssembler(env_config.task, task.instruction) for _ in range(num_envs)]
     steps, episodes, wins, sync_ms, swapped = 0, 0, [], [], False
+    helps: list[EpisodeHelp] = []
+    schedule = None
+    if spec.hil is not None:
+        schedule = HelpSchedule(draccus.decode(HILConfig, spec.hil).protocol)
+        envs.set_help(schedule.steps())
     start = last_status = time.perf_counter()
 
     def status(state: str) -> None:
@@ -179,7 +197,8 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
             "episodes": episodes, "committed": store.num_episodes, "version": weights.version,
             "success": float(np.mean(wins[-50:])) if wins else None, "steps_per_s": steps / elapsed,
             "sync_ms": sync_ms[-200:], "weight_swaps": swaps, "time": time.time(),
-            "node": None if node is None else {"served": node.served, "fallbacks": node.fallbacks}})
+            "node": None if node is None else {"served": node.served, "fallbacks": node.fallbacks},
+            **({} if schedule is None else {"help": {**help_metrics(helps[-50:]), "help_steps": schedule.steps()}})})
 
     try:
         first_obs = envs.reset()
@@ -228,6 +247,12 @@ def run_actor(spec: ActorSpec, should_stop=lambda: False, weights: Any = None, n
                 store.append(ep)  # committed whole or not at all
                 episodes += 1
                 wins.append(bool(ep.meta.success))
+                if schedule is not None:
+                    helps.append(EpisodeHelp.of(ep.intervention, ep.meta.success, asm[i].last_helped))
+                    k = schedule.steps()
+                    schedule.record([ep.meta.success])
+                    if schedule.steps() != k:
+                        envs.set_help(schedule.steps())
                 hist.start(i, r.obs)
             if time.perf_counter() - last_status > spec.status_every_s:
                 status("acting")

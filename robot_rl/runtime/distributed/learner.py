@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import draccus
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -172,6 +173,8 @@ def actor_specs(trainer, dcfg: DistributedConfig) -> list[ActorSpec]:
     common = {"run": str(trainer.run), "env": asdict(trainer.env_config), "candidates": cfg.chunk.candidates,
               "explore": cfg.chunk.explore, "seed": cfg.seed, "algo": cfg.algo,
               "ship_features": getattr(trainer, "actors_ship_features", False)}
+    if cfg.hil.enabled:
+        common.update(hil=draccus.encode(cfg.hil), demos=list(getattr(trainer, "demos", [])))
     link = dcfg.robot
     if link.namespaces:  # one actor per robot; a robot acts at its own rate, whatever the learner does
         robot = {k: v for k, v in asdict(link).items() if k != "namespaces"}

@@ -127,6 +127,9 @@ class RLConfig:
             raise ConfigError("rl.progress_finetune fine-tunes the progress critic of an rl.algo=chunk run with a "
                               f"critic reward; this run has algo={self.algo!r}, reward.kind={self.reward.kind!r}")
         self.hil.validate()
+        if self.hil.enabled and self.distributed.robot.namespaces:
+            raise ConfigError("rl.hil drives simulated envs; on a robot the operator takes over at its bridge "
+                              "(teleop/takeover, teleop/action and teleop/label topics)")
         if self.hil.enabled and self.algo != "chunk":
             raise ConfigError(f"rl.hil (operator {self.hil.operator.kind!r}, protocol {self.hil.protocol.mode!r}) runs "
                               f"with rl.algo=chunk; this run has algo={self.algo!r}")

@@ -1,10 +1,12 @@
 """Human in the loop through the whole sim loop of the off-policy learner: a simulated operator takes over and
 the graded protocol restores demo states; the flags reach the episode store and the replay (both parts), and
-the run logs how much help it needed."""
+the run logs how much help it needed. The asynchronous actor acts with the same help."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import asdict
 
 import draccus
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
+from robot_rl.hil.metrics import EpisodeHelp
 from robot_rl.hil.protocol import HILConfig, OperatorConfig, ProtocolConfig
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
@@ -61,3 +64,27 @@ def test_takeovers_and_protocol_help_reach_the_store_the_replay_and_the_logs(tmp
     rates = [float(r["intervention_rate"]) for r in rows if r["intervention_rate"] not in ("", "nan")]
     assert rates and all(0 <= r <= 1 for r in rates)
     assert (rl / "interventions.png").is_file()
+
+
+@pytest.mark.slow
+def test_an_asynchronous_actor_acts_with_the_operator_and_the_protocol(tmp_path, tiny_chunk_job):
+    """The async actor's simulated envs carry the run's rl.hil: the help reaches its store and its status."""
+    from robot_rl.runtime.distributed.actor import ActorSpec, run_actor
+
+    job = json.loads((tiny_chunk_job / "job.json").read_text())
+    run = tmp_path / "rl"
+    shutil.copytree(tiny_chunk_job / "rl" / "policy", run / "policy")
+    hil = HILConfig(operator=OperatorConfig(kind="simulated", patience=1, delay_steps=0, hold_steps=3, min_cosine=0.9),
+                    protocol=ProtocolConfig(mode="demo_replay", help_steps=4, fraction=1.0, schedule="fixed"))
+    spec = ActorSpec(run=str(run), actor_id=0, env=job["env"], num_envs=2, candidates=2, max_episodes=3,
+                     hil=draccus.encode(hil), demos=[str(tiny_chunk_job / "demos.zarr")])
+    assert EnvConfig(**spec.env).task == "lift" and asdict(spec)["hil"]["protocol"]["mode"] == "demo_replay"
+    run_actor(spec)
+    with EpisodeStore.open(spec.store) as store:
+        eps = [store.episode(i) for i in range(store.num_episodes)]
+    assert len(eps) >= 3
+    for ep in eps:  # every episode opened with 4 replayed demo steps; the operator took over later as well
+        assert ep.intervention[:4].all()
+    assert sum(EpisodeHelp.of(ep.intervention, True, True).takeover_steps for ep in eps) > 0
+    status = json.loads(spec.status.read_text())
+    assert status["help"]["helped_episodes"] == 1.0 and status["help"]["help_steps"] == 4
