@@ -44,7 +44,8 @@ from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
 from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
-from robot_rl.hil.protocol import HILConfig
+from robot_rl.hil.metrics import EpisodeHelp, help_metrics, plot_help
+from robot_rl.hil.protocol import HelpSchedule, HILConfig, RunWrap, load_tracks
 from robot_rl.policy import DiffusionPolicy, FlowPolicy, Policy, load_policy
 from robot_rl.policy.base import to_tensor
 from robot_rl.replay.store import EpisodeStore
@@ -93,6 +94,10 @@ class RLConfig:
     simulated`` in sim) and the graded protocol (``hil.protocol.mode``); the steps they drive are learned from."""
     bc_coef: float = 0.0
     """Weight of the behaviour-cloning loss on demos added to every update (needs ``demos``)."""
+    intervention_bc: float = 1.0
+    """ReinFlow/DPPO with ``rl.hil``: weight of the behaviour-cloning loss on the operator's chunks (decisions
+    whose every executed step the operator drove) added to every update; decisions it touched at all are
+    left out of the PPO surrogate (their chain did not produce what ran)."""
     bc_batch_size: int = 32
     finetune_encoder: bool = False
     """Also fine-tune the observation encoder (for a VLA: its LoRA adapters); slower updates."""
@@ -130,9 +135,11 @@ class RLConfig:
         if self.hil.enabled and self.distributed.robot.namespaces:
             raise ConfigError("rl.hil drives simulated envs; on a robot the operator takes over at its bridge "
                               "(teleop/takeover, teleop/action and teleop/label topics)")
-        if self.hil.enabled and self.algo != "chunk":
-            raise ConfigError(f"rl.hil (operator {self.hil.operator.kind!r}, protocol {self.hil.protocol.mode!r}) runs "
-                              f"with rl.algo=chunk; this run has algo={self.algo!r}")
+        if self.hil.enabled and self.algo != "chunk" and self.backend != "sync":
+            raise ConfigError(f"rl.hil with rl.algo={self.algo!r} runs with rl.backend=sync (asynchronous actors take "
+                              "help in rl.algo=chunk runs only)")
+        if self.intervention_bc < 0:
+            raise ConfigError(f"rl.intervention_bc must be >= 0, got {self.intervention_bc}")
         try:
             self.reward.validate()
             self.progress_finetune.validate()
@@ -223,6 +230,9 @@ class RLTrainer(RunLog):
             raise ConfigError(f"reward kind={cfg.reward.kind!r} done={cfg.reward.done!r} needs a critic checkpoint")
         if cfg.bc_coef > 0 and not demos:
             raise ConfigError("bc_coef > 0 needs demo stores")
+        if cfg.hil.needs_demos and not demos:
+            raise ConfigError(f"protocol mode {cfg.hil.protocol.mode!r} replays demos: give the run demo stores")
+        self.demo_paths = list(demos or [])
         state_file = self.run / "state.pt"
         if self.run.exists() and any(self.run.iterdir()) and not resume:
             raise ConfigError(f"{self.run} exists and is not empty: pass resume to continue it, or another folder")
@@ -339,7 +349,9 @@ class RLTrainer(RunLog):
             hist.start(i, o)
         progress, _ = self._score(obs)
         buf: dict[str, list] = {k: [] for k in ("cond", "chain", "log_prob", "value", "next_value", "success",
-                                                "terminated", "ended", "delta", "obs")}
+                                                "terminated", "ended", "delta", "obs", "operated",
+                                                "operator_all", "operator_chunk")}
+        helps: list[EpisodeHelp] = []
         finished: list[bool] = []  # success of every episode that ended
         steps = 0
         self.policy.eval()
@@ -358,6 +370,8 @@ class RLTrainer(RunLog):
                         r.final_obs, r.terminated, r.obs = r.obs, True, envs.reset_one(int(i))
             ended = np.array([r.ended for r in results])
             final_rows = np.flatnonzero(ended)
+            if cfg.hil.enabled:
+                self._note_help(results, buf, helps)
             # V's input after each decision: the next decision's condition for envs that go on, the
             # window ending in the final observation for envs whose episode ended
             finals = ObservationWindows(len(final_rows), self.policy.config.n_obs_steps, self.instruction)
@@ -396,7 +410,31 @@ class RLTrainer(RunLog):
         rollout = {k: v for k, v in buf.items() if v}
         rollout["steps"] = steps
         rollout["finished"] = finished
+        rollout["help"] = helps
         return rollout, [r.obs for r in results]
+
+    def _note_help(self, results: list, buf: dict[str, list], helps: list[EpisodeHelp]) -> None:
+        """Which decisions the operator touched, the operator's chunk where it drove all of one (normalised,
+        padded to the horizon with its last action, as pre-training pads), and each finished episode's help."""
+        pc = self.policy.config
+        n = len(results)
+        touched, whole = np.zeros(n, bool), np.zeros(n, bool)
+        chunks = np.zeros((n, pc.horizon * pc.features.action_dim), np.float32)
+        for i, r in enumerate(results):
+            flags = self._episode_flags[i]
+            flags.extend(r.intervened)
+            self._episode_helped[i] = self._episode_helped[i] or r.helped
+            touched[i], whole[i] = any(r.intervened), bool(r.intervened) and all(r.intervened)
+            if whole[i]:
+                taken = r.taken[: pc.horizon]
+                padded = np.concatenate([taken, np.repeat(taken[-1:], pc.horizon - len(taken), axis=0)])
+                chunks[i] = self.policy.action_norm(torch.as_tensor(padded)).reshape(-1).numpy()
+            if r.ended:
+                helps.append(EpisodeHelp.of(np.array(flags, bool), r.success, self._episode_helped[i]))
+                self._episode_flags[i], self._episode_helped[i] = [], False
+        buf["operated"].append(touched)
+        buf["operator_all"].append(whole)
+        buf["operator_chunk"].append(chunks)
 
     # ---------------------------------------------------------------------------------- learning
     def advantages(self, rollout: dict[str, Any]) -> dict[str, Any]:
@@ -431,6 +469,14 @@ class RLTrainer(RunLog):
             "advantages": to_tensor(adv.reshape(-1)), "returns": to_tensor(returns.reshape(-1)),
             "values": to_tensor(values.reshape(-1)).float(),
         }
+        operator = None
+        if "operated" in rollout:  # rows in the order of cond: decision step-major, env-minor
+            touched = np.concatenate(rollout["operated"])
+            if touched.any():
+                batch["weights"] = torch.as_tensor(~touched, dtype=torch.float32)
+            whole = np.flatnonzero(np.concatenate(rollout["operator_all"]))
+            if len(whole):
+                operator = (cond[whole], torch.as_tensor(np.concatenate(rollout["operator_chunk"])[whole]))
         encode = None
         if cfg.finetune_encoder:
             obs = rollout["obs"]
@@ -442,19 +488,32 @@ class RLTrainer(RunLog):
                 sub = {k: (v[rows] if k != "instruction" else [v[i] for i in rows]) for k, v in merged.items()}
                 return self.policy.encode(sub)
 
-        return self.ppo_step(batch, a["raw_rewards"], encode)
+        return self.ppo_step(batch, a["raw_rewards"], encode, operator=operator)
 
-    def ppo_step(self, batch: dict[str, torch.Tensor], raw_rewards: np.ndarray, encode=None) -> dict[str, float]:
+    def ppo_step(self, batch: dict[str, torch.Tensor], raw_rewards: np.ndarray, encode=None,
+                 operator: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
         """The PPO update of one batch (see ``ppo_update``), the BC regulariser and RND with it, at this
-        iteration's learning rates; shared by the synchronous loop and the asynchronous learner."""
+        iteration's learning rates; shared by the synchronous loop and the asynchronous learner.
+        ``operator``: (conditions, normalised chunks) the operator drove, cloned with ``intervention_bc``."""
         cfg = self.cfg
         cond, values, returns = batch["cond"], batch["values"].numpy(), batch["returns"].numpy()
-        bc_loss = None
+        bc_loss, bc_coef = None, cfg.bc_coef
+        pc = self.policy.config
         if self.demos is not None:
-            pc = self.policy.config
 
             def bc_loss() -> torch.Tensor:
                 return self.actor.bc_loss(self.demos.sample(cfg.bc_batch_size, pc.horizon, pc.n_obs_steps, self.np_rng))
+        if operator is not None and cfg.intervention_bc > 0:
+            demo_bc = bc_loss
+
+            def bc_loss() -> torch.Tensor:  # the coefficients inside: one closure for both kinds of data
+                rows = torch.as_tensor(self.np_rng.choice(len(operator[0]), min(cfg.bc_batch_size, len(operator[0])),
+                                                          replace=False))
+                loss = cfg.intervention_bc * self.actor.policy.chunk_loss(operator[0][rows], operator[1][rows],
+                                                                          self.generator)
+                return loss if demo_bc is None else loss + cfg.bc_coef * demo_bc()
+
+            bc_coef = 1.0
 
         frac = 1.0 - self.iteration / cfg.iterations if cfg.ppo.lr_schedule == "linear" else 1.0
         warmup = self.iteration < cfg.value_warmup_iterations
@@ -463,7 +522,7 @@ class RLTrainer(RunLog):
         self.policy.train()
         self.policy.obs_encoder.train(cfg.finetune_encoder)
         metrics = ppo_update(self.actor, self.value_fn, self.optimizer, batch, cfg.ppo, encode=encode,
-                             bc_loss=bc_loss, bc_coef=cfg.bc_coef, generator=self.generator)
+                             bc_loss=bc_loss, bc_coef=bc_coef, generator=self.generator)
         self.policy.eval()
         if self.rnd is not None:
             loss = self.rnd.loss(cond)
@@ -495,12 +554,20 @@ class RLTrainer(RunLog):
         tb = SummaryWriter(str(self.run / "tb"))
         start = time.perf_counter()
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
+        wrap, schedule = None, HelpSchedule(cfg.hil.protocol)
+        if cfg.hil.enabled:
+            tracks = load_tracks(self.demo_paths) if cfg.hil.needs_demos else None
+            wrap = RunWrap(cfg.hil, self.env_config.task, tracks, seed=TRAIN_SEED + 10_000_000 * cfg.seed)
         envs = ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
-                              episodes=self.env_episodes)
+                              episodes=self.env_episodes, wrap=wrap)
+        eval_envs = envs if wrap is None else None  # held-out evaluations never get help
+        self._episode_flags = [[] for _ in range(cfg.num_envs)]
+        self._episode_helped = [False] * cfg.num_envs
         bar = tqdm(total=cfg.iterations, initial=self.iteration, desc=f"rl {cfg.algo}", unit="it",
                    disable=not self.progress)
         last_eval = None
         try:
+            envs.set_help(schedule.steps())
             obs = envs.reset()
             while self.iteration < cfg.iterations and (deadline is None or time.perf_counter() < deadline):
                 t0 = time.perf_counter()
@@ -515,17 +582,25 @@ class RLTrainer(RunLog):
                 row = {"iteration": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                        "train_success": float(np.mean(wins)) if wins else float("nan"),
                        "rollout_s": t1 - t0, "update_s": t2 - t1, "iteration_s": t2 - t0,
-                       "elapsed_s": time.perf_counter() - start, **metrics}
+                       "elapsed_s": time.perf_counter() - start,
+                       **(dict(help_metrics(rollout["help"]), help_steps=schedule.steps()) if cfg.hil.enabled
+                          else {}), **metrics}
                 self._log("metrics.csv", row, tb)
+                if cfg.hil.protocol.mode != "none":
+                    schedule.record(wins)
+                    envs.set_help(schedule.steps())
                 if cfg.eval_every and self.iteration % cfg.eval_every == 0 and self.iteration < cfg.iterations:
-                    last_eval = self._eval_row(envs, tb)
-                    obs = envs.reset()
+                    eval_envs = eval_envs or ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers)
+                    last_eval = self._eval_row(eval_envs, tb)
+                    if eval_envs is envs:
+                        obs = envs.reset()
                 self.env_episodes = envs.episode_counters()
                 self._save_state()
                 bar.update(1)
                 bar.set_postfix(success=f"{row['train_success']:.2f}", steps=self.env_steps)
             if self.iteration >= cfg.iterations and (last_eval is None or last_eval["iteration"] != self.iteration):
-                last_eval = self._eval_row(envs, tb)
+                eval_envs = eval_envs or ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers)
+                last_eval = self._eval_row(eval_envs, tb)
         except KeyboardInterrupt:
             self.env_episodes = envs.episode_counters()
             self._save_state()
@@ -533,7 +608,11 @@ class RLTrainer(RunLog):
         finally:
             bar.close()
             envs.close()
+            if eval_envs is not None and eval_envs is not envs:
+                eval_envs.close()
             tb.close()
+        if cfg.hil.enabled:
+            plot_help(self.run)
         return {"iterations": self.iteration, "env_steps": self.env_steps, "episodes": self.episodes,
                 "wall_s": time.perf_counter() - start, "last_eval": last_eval, "run": str(self.run)}
 

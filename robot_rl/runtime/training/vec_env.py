@@ -33,6 +33,12 @@ class ChunkResult:
     final_obs: dict[str, Any] | None = None
     """The last observation of the episode that ended, else None."""
     info: dict[str, Any] = field(default_factory=dict)
+    intervened: list[bool] = field(default_factory=list)
+    """Per executed step: an operator (or the protocol's helper) acted, not the chunk (always filled)."""
+    taken: np.ndarray | None = None
+    """(steps, A): the actions executed (the operator's where it acted; always filled)."""
+    helped: bool = False
+    """The graded protocol opened the episode these steps belong to."""
     trace: dict[str, list] | None = None
     """With ``record``: per executed step, the observation after it (``obs``), ``reward``, ``success``,
     ``terminated``, ``truncated``, the action executed (``action``: the operator's where it took over, else the
@@ -71,12 +77,16 @@ class _EnvSlot:
             {"obs": [], "reward": [], "success": [], "terminated": [], "truncated": [], "action": [],
              "intervention": [], "helped": []} if record else None)
         handback = getattr(self.env, "handback_pending", None)  # an InterventionWrapper's operator let go
+        intervened, taken, helped = [], [], False
         for action in chunk:
             if steps and handback is not None and handback():
                 break  # the rest of this chunk was planned before the takeover: a fresh one from here
             obs, reward, terminated, truncated, info = self.env.step(action)
             steps += 1
             success = success or bool(info.get("success", False))
+            intervened.append(bool(info.get("intervention", False)))
+            taken.append(np.asarray(info.get("taken_action", action), np.float32))
+            helped = helped or bool(info.get("helped", False))
             if trace is not None:
                 step = {"obs": obs, "reward": float(reward), "success": bool(info.get("success", False)),
                         "terminated": bool(terminated), "truncated": bool(truncated),
@@ -87,7 +97,8 @@ class _EnvSlot:
                     trace[key].append(value)
             if terminated or truncated:
                 break
-        result = ChunkResult(obs, steps, success, bool(terminated), bool(truncated), info=info, trace=trace)
+        result = ChunkResult(obs, steps, success, bool(terminated), bool(truncated), info=info, trace=trace,
+                             intervened=intervened, taken=np.stack(taken) if taken else None, helped=helped)
         if result.ended and auto_reset:
             result.final_obs = obs
             result.obs, _ = self.reset()

@@ -20,7 +20,7 @@ from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.training.offpolicy import ChunkRLTrainer
 from robot_rl.runtime.training.rl import RLConfig
 from tests.runtime.conftest import fresh_rl
-from tests.runtime.training.test_rl import _rows
+from tests.runtime.training.test_rl import _rows, _train
 
 
 @pytest.mark.slow
@@ -88,3 +88,19 @@ def test_an_asynchronous_actor_acts_with_the_operator_and_the_protocol(tmp_path,
     assert sum(EpisodeHelp.of(ep.intervention, True, True).takeover_steps for ep in eps) > 0
     status = json.loads(spec.status.read_text())
     assert status["help"]["helped_episodes"] == 1.0 and status["help"]["help_steps"] == 4
+
+
+@pytest.mark.slow
+def test_reinflow_with_an_operator_clones_the_operators_chunks(tmp_path, tiny_chunk_job):
+    out = fresh_rl(tiny_chunk_job, tmp_path / "job")
+    res = _train(out, "--rl.algo=reinflow", "--rl.iterations=2", "--rl.steps_per_iteration=6", "--rl.eval_every=0",
+                 "--rl.hil.operator.kind=simulated", "--rl.hil.operator.patience=1", "--rl.hil.operator.delay_steps=0",
+                 "--rl.hil.operator.hold_steps=6", "--rl.hil.operator.min_cosine=0.9")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = _rows(out / "rl" / "metrics.csv")
+    assert len(rows) == 2 and "intervention_rate" in rows[0] and "bc_loss" in rows[0]
+    assert all(float(r["intervention_rate"]) > 0 for r in rows if r["intervention_rate"] not in ("", "nan"))
+    assert all(float(r["bc_loss"]) > 0 for r in rows)  # the operator's chunks were cloned in every update
+    assert (out / "rl" / "interventions.png").is_file()
+    with pytest.raises(ConfigError, match="runs with rl.backend=sync"):
+        RLConfig(algo="reinflow", backend="local", hil=HILConfig(operator=OperatorConfig(kind="simulated"))).validate()
