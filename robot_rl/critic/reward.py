@@ -47,3 +47,22 @@ class CriticReward:
         t = np.arange(1, len(values))
         rewards = (values[t] - values[np.maximum(t - self.skip, 0)]) / np.minimum(t, self.skip)
         return rewards.astype(np.float32), dones[1:] > self.done_threshold
+
+
+class ObservationProgress:
+    """The progress the critic at ``critic_dir`` gives one observation (a dict with ``images``): what a simulated
+    operator watches for a stall. Picklable: the critic is loaded where it is first called (an env worker)."""
+
+    def __init__(self, critic_dir: str, instruction: str) -> None:
+        self.critic_dir, self.instruction = str(critic_dir), instruction
+        self._scorer: CriticReward | None = None
+
+    def __getstate__(self) -> dict:
+        return {"critic_dir": self.critic_dir, "instruction": self.instruction, "_scorer": None}
+
+    def __call__(self, obs: dict) -> float:
+        if self._scorer is None:
+            torch.set_num_threads(1)
+            self._scorer = CriticReward(ProgressCritic.load(self.critic_dir))
+        frames = {c: np.asarray(obs["images"][c])[None] for c in self._scorer.critic.config.cameras}
+        return float(self._scorer.score_frames(frames, self.instruction)[0][0])

@@ -104,11 +104,13 @@ class NoOperator:
 class SimulatedOperator:
     """The task's scripted expert behind the operator interface, for measuring human-in-the-loop learning in
     sim: it watches the policy and, once the policy's translation has pointed away from the expert's for
-    ``patience`` steps, takes over after ``delay_steps`` (reaction time) and drives for ``hold_steps`` with
-    Gaussian ``noise`` before it hands back."""
+    ``patience`` steps (or, with ``stall_steps`` and a ``progress(obs)`` function, the progress critic's progress
+    has risen by less than ``stall_delta`` over that many steps), takes over after ``delay_steps`` (reaction
+    time) and drives for ``hold_steps`` with Gaussian ``noise`` before it hands back."""
 
     def __init__(self, task: str, patience: int = 5, delay_steps: int = 2, hold_steps: int = 10, noise: float = 0.05,
-                 min_cosine: float = 0.0, max_takeovers: int | None = None, seed: int = 0) -> None:
+                 min_cosine: float = 0.0, max_takeovers: int | None = None, seed: int = 0, stall_steps: int = 0,
+                 stall_delta: float = 0.02, progress=None) -> None:
         from robot_rl.envs import make_expert
 
         if min(patience, hold_steps) < 1 or delay_steps < 0 or noise < 0:
@@ -119,17 +121,23 @@ class SimulatedOperator:
         self.patience, self.delay, self.hold, self.noise, self.min_cosine = (patience, delay_steps, hold_steps,
                                                                              noise, min_cosine)
         self.max_takeovers = max_takeovers
+        if stall_steps and progress is None:
+            raise ConfigError("stall_steps needs a progress(obs) function to watch")
+        self.stall_steps, self.stall_delta, self.progress = stall_steps, stall_delta, progress
         self.takeovers = 0
         self.reset()
 
     @classmethod
-    def from_config(cls, cfg, task: str, seed: int = 0) -> SimulatedOperator:
+    def from_config(cls, cfg, task: str, seed: int = 0, progress=None) -> SimulatedOperator:
         """From a ``hil.protocol.OperatorConfig``."""
         return cls(task, patience=cfg.patience, delay_steps=cfg.delay_steps, hold_steps=cfg.hold_steps,
-                   noise=cfg.noise, min_cosine=cfg.min_cosine, max_takeovers=cfg.max_takeovers, seed=seed)
+                   noise=cfg.noise, min_cosine=cfg.min_cosine, max_takeovers=cfg.max_takeovers, seed=seed,
+                   stall_steps=cfg.stall_steps, stall_delta=cfg.stall_delta,
+                   progress=progress if cfg.stall_steps else None)
 
     def reset(self) -> None:
         self._away, self._wait, self._left, self._episode_takeovers = 0, None, 0, 0
+        self._progress: list[float] = []  # the critic's progress since the policy last took control
         if hasattr(self.expert, "reset"):
             self.expert.reset()
 
@@ -158,14 +166,19 @@ class SimulatedOperator:
             a, e = np.asarray(policy_action[:3], np.float64), expert[:3].astype(np.float64)
             cos = float(a @ e / (np.linalg.norm(a) * np.linalg.norm(e) + 1e-9))
             self._away = self._away + 1 if cos < self.min_cosine else 0
-            if self._away >= self.patience:
+            stalled = False
+            if self.stall_steps:
+                self._progress.append(float(self.progress(obs)))
+                if len(self._progress) > self.stall_steps:
+                    stalled = self._progress[-1] - self._progress[-1 - self.stall_steps] < self.stall_delta
+            if self._away >= self.patience or stalled:
                 self._wait = self.delay
         if self._wait is None:
             return None
         if self._wait > 0:  # reacting
             self._wait -= 1
             return None
-        self._wait, self._left, self._away = None, self.hold, 0
+        self._wait, self._left, self._away, self._progress = None, self.hold, 0, []
         self.takeovers += 1
         self._episode_takeovers += 1
         return self._drive(expert)

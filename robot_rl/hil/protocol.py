@@ -14,6 +14,7 @@ takeover; metrics tell them apart from takeovers because they open the episode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -43,6 +44,10 @@ class OperatorConfig:
     this."""
     max_takeovers: int | None = None
     """Simulated: at most this many takeovers per episode (None: no limit)."""
+    stall_steps: int = 0
+    """Simulated: also take over when the progress critic's progress has risen by less than ``stall_delta`` over
+    this many steps (0: off; needs the run's critic, scored in the env workers)."""
+    stall_delta: float = 0.02
 
     def validate(self) -> None:
         if self.kind not in OPERATORS:
@@ -50,6 +55,8 @@ class OperatorConfig:
         if min(self.patience, self.hold_steps) < 1 or self.delay_steps < 0 or self.noise < 0:
             raise ConfigError(f"operator needs patience, hold_steps >= 1, delay_steps >= 0, noise >= 0, got "
                               f"{self.patience}, {self.hold_steps}, {self.delay_steps}, {self.noise}")
+        if self.stall_steps < 0:
+            raise ConfigError(f"operator stall_steps must be >= 0, got {self.stall_steps}")
         if self.max_takeovers is not None and self.max_takeovers < 0:
             raise ConfigError(f"operator max_takeovers must be >= 0 or None, got {self.max_takeovers}")
 
@@ -247,15 +254,18 @@ def find_protocol(env: gym.Env) -> ProtocolWrapper | None:
 
 
 def wrap_for_run(env: gym.Env, cfg: HILConfig, task: str, tracks: list[DemoTrack] | None = None,
-                 seed: int = 0) -> gym.Env:
-    """``env`` as a run with ``cfg`` acts on it: the protocol opens its episodes, the operator may take over."""
+                 seed: int = 0, progress=None) -> gym.Env:
+    """``env`` as a run with ``cfg`` acts on it: the protocol opens its episodes, the operator may take over.
+    ``progress(obs) -> float``: what the simulated operator watches for a stall (``operator.stall_steps``)."""
     from robot_rl.hil.intervention import InterventionWrapper, NoOperator, SimulatedOperator
 
     cfg.validate()
+    if cfg.operator.stall_steps and progress is None:
+        raise ConfigError("operator stall_steps watches the progress critic: the run needs a critic")
     if cfg.protocol.mode != "none":
         env = ProtocolWrapper(env, cfg.protocol, tracks, seed=seed)
-    operator = (SimulatedOperator.from_config(cfg.operator, task, seed=seed + 1) if cfg.operator.kind == "simulated"
-                else NoOperator())
+    operator = (SimulatedOperator.from_config(cfg.operator, task, seed=seed + 1, progress=progress)
+                if cfg.operator.kind == "simulated" else NoOperator())
     return InterventionWrapper(env, operator, cfg.blend_steps)
 
 
@@ -267,6 +277,8 @@ class RunWrap:
     task: str
     tracks: list[DemoTrack] | None = None
     seed: int = 0
+    progress: Any = None  # picklable progress(obs) -> float (``critic.reward.ObservationProgress``)
 
     def __call__(self, env: gym.Env, index: int) -> gym.Env:
-        return wrap_for_run(env, self.cfg, self.task, self.tracks, seed=self.seed + 7919 * index)
+        return wrap_for_run(env, self.cfg, self.task, self.tracks, seed=self.seed + 7919 * index,
+                            progress=self.progress if self.cfg.operator.stall_steps else None)

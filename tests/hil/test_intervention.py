@@ -93,3 +93,23 @@ def test_simulated_operator_takes_over_a_policy_that_heads_away_and_hands_back()
     first = int(np.argmax(flags))
     assert first >= 3 + 2 - 1  # it needed `patience` steps to see it, then its reaction time
     assert flags[first:first + 5].all() and not flags[first + 5]  # drove hold_steps, then handed back
+
+
+def test_the_simulated_operator_takes_over_when_the_critics_progress_stalls():
+    env = make_env(EnvConfig(task="lift", cameras=[], max_steps=40))
+    flat = []  # the progress it watched, one value per policy step
+    op = SimulatedOperator("lift", min_cosine=-2.0, delay_steps=1, hold_steps=2, noise=0.0, stall_steps=3,
+                           stall_delta=0.05, progress=lambda obs: flat.append(0.5) or 0.5)
+    wrapped = InterventionWrapper(env, op, blend_steps=0)
+    wrapped.reset(seed=0)
+    flags = [wrapped.step(np.zeros(7, np.float32))[4]["intervention"] for _ in range(9)]
+    # the 4th reading makes 3 steps without progress; it reacts one step later and drives 2 steps
+    assert flags[:7] == [False] * 4 + [True] * 2 + [False] and op.takeovers >= 1
+    counter = iter(range(1000))
+    rising = SimulatedOperator("lift", min_cosine=-2.0, stall_steps=3, stall_delta=0.05,
+                               progress=lambda obs: 0.1 * next(counter))
+    wrapped = InterventionWrapper(make_env(EnvConfig(task="lift", cameras=[], max_steps=40)), rising)
+    wrapped.reset(seed=0)
+    assert not any(wrapped.step(np.zeros(7, np.float32))[4]["intervention"] for _ in range(12))
+    with pytest.raises(ValueError, match="progress"):
+        SimulatedOperator("lift", stall_steps=3)

@@ -17,6 +17,7 @@ import torch
 
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
+from robot_rl.critic.reward import ObservationProgress
 from robot_rl.envs import get_task
 from robot_rl.hil.metrics import EpisodeHelp, help_metrics
 from robot_rl.hil.protocol import HelpSchedule, HILConfig, RunWrap, load_tracks
@@ -122,7 +123,10 @@ def robot_envs(spec: ActorSpec, env_config: EnvConfig, seed: int, committed: int
         if spec.hil is not None:
             hil = draccus.decode(HILConfig, spec.hil)
             tracks = load_tracks(spec.demos) if hil.needs_demos else None
-            wrap = RunWrap(hil, env_config.task, tracks, seed=seed)
+            critic = json.loads((Path(spec.run) / "rl.json").read_text()).get("critic") if hil.operator.stall_steps \
+                else None
+            progress = None if critic is None else ObservationProgress(critic, get_task(env_config.task).instruction)
+            wrap = RunWrap(hil, env_config.task, tracks, seed=seed, progress=progress)
         # resets continue past every episode this actor has committed in earlier lives: no start is replayed
         return ChunkVectorEnv(env_config, spec.num_envs, 0, seed=seed, episodes=[committed + 1] * spec.num_envs,
                               wrap=wrap)

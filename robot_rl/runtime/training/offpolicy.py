@@ -38,7 +38,7 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.core.files import replace_folder
 from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
-from robot_rl.critic.reward import CriticReward
+from robot_rl.critic.reward import CriticReward, ObservationProgress
 from robot_rl.envs import get_task
 from robot_rl.hil.metrics import EpisodeHelp, help_metrics, plot_help
 from robot_rl.hil.protocol import HelpSchedule, RunWrap, load_tracks
@@ -147,6 +147,7 @@ class ChunkRLTrainer(RunLog):
         (self.run / "env.json").write_text(json.dumps(asdict(env_config), indent=2))
         self.env_config = env_config
         self.demos = list(demos or [])
+        self.critic_dir = None if critic_dir is None else str(critic_dir)
         if cfg.hil.needs_demos and not self.demos:
             raise ConfigError(f"protocol mode {cfg.hil.protocol.mode!r} replays demos: give the run demo stores")
         task = get_task(env_config.task)
@@ -349,7 +350,8 @@ class ChunkRLTrainer(RunLog):
         if not hil.enabled:
             return None
         tracks = load_tracks(self.demos) if hil.needs_demos else None
-        return RunWrap(hil, self.task_name, tracks, seed=TRAIN_SEED + 10_000_000 * self.cfg.seed)
+        progress = None if self.critic_dir is None else ObservationProgress(self.critic_dir, self.instruction)
+        return RunWrap(hil, self.task_name, tracks, seed=TRAIN_SEED + 10_000_000 * self.cfg.seed, progress=progress)
 
     def collect_round(self, envs: ChunkVectorEnv, hist: ObservationWindows, asm: list[EpisodeAssembler],
                       store: EpisodeStore) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.core.files import replace_folder
 from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
-from robot_rl.critic.reward import CriticReward
+from robot_rl.critic.reward import CriticReward, ObservationProgress
 from robot_rl.envs import get_task
 from robot_rl.hil.metrics import EpisodeHelp, help_metrics, plot_help
 from robot_rl.hil.protocol import HelpSchedule, HILConfig, RunWrap, load_tracks
@@ -233,6 +233,7 @@ class RLTrainer(RunLog):
         if cfg.hil.needs_demos and not demos:
             raise ConfigError(f"protocol mode {cfg.hil.protocol.mode!r} replays demos: give the run demo stores")
         self.demo_paths = list(demos or [])
+        self.critic_dir = None if critic_dir is None else str(critic_dir)
         state_file = self.run / "state.pt"
         if self.run.exists() and any(self.run.iterdir()) and not resume:
             raise ConfigError(f"{self.run} exists and is not empty: pass resume to continue it, or another folder")
@@ -557,7 +558,9 @@ class RLTrainer(RunLog):
         wrap, schedule = None, HelpSchedule(cfg.hil.protocol)
         if cfg.hil.enabled:
             tracks = load_tracks(self.demo_paths) if cfg.hil.needs_demos else None
-            wrap = RunWrap(cfg.hil, self.env_config.task, tracks, seed=TRAIN_SEED + 10_000_000 * cfg.seed)
+            progress = None if self.critic_dir is None else ObservationProgress(self.critic_dir, self.instruction)
+            wrap = RunWrap(cfg.hil, self.env_config.task, tracks, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
+                           progress=progress)
         envs = ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
                               episodes=self.env_episodes, wrap=wrap)
         eval_envs = envs if wrap is None else None  # held-out evaluations never get help

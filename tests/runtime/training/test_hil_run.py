@@ -28,12 +28,12 @@ def test_takeovers_and_protocol_help_reach_the_store_the_replay_and_the_logs(tmp
     job = fresh_rl(tiny_chunk_job, tmp_path / "job")
     meta = json.loads((tiny_chunk_job / "rl" / "rl.json").read_text())
     cfg = draccus.decode(RLConfig, meta["rl"])
-    cfg.iterations, cfg.steps_per_iteration, cfg.num_envs, cfg.workers, cfg.eval_every = 3, 5, 2, 0, 0
+    cfg.iterations, cfg.steps_per_iteration, cfg.num_envs, cfg.workers, cfg.eval_every = 3, 5, 2, 1, 0
     cfg.eval_episodes = 2
     # an impatient operator (it takes over whenever the policy is not heading where the expert is) and
     # return-and-explore on every other episode
     cfg.hil = HILConfig(operator=OperatorConfig(kind="simulated", patience=1, delay_steps=0, hold_steps=3,
-                                                min_cosine=0.9),
+                                                min_cosine=0.9, stall_steps=4),  # the critic scored in a worker
                         protocol=ProtocolConfig(mode="return_explore", help_steps=4, fraction=0.5))
     env = EnvConfig(**meta["env"])
     with pytest.raises(ConfigError, match="replays demos"):
@@ -64,6 +64,15 @@ def test_takeovers_and_protocol_help_reach_the_store_the_replay_and_the_logs(tmp
     rates = [float(r["intervention_rate"]) for r in rows if r["intervention_rate"] not in ("", "nan")]
     assert rates and all(0 <= r <= 1 for r in rates)
     assert (rl / "interventions.png").is_file()
+    # what the operator watches for a stall is the critic's own progress of that observation
+    from robot_rl.critic.model import ProgressCritic
+    from robot_rl.critic.reward import CriticReward, ObservationProgress
+
+    watch = ObservationProgress(meta["critic"], trainer.instruction)
+    frames = {c: eps[0].obs[f"images/{c}"][:1] for c in ProgressCritic.load(meta["critic"]).config.cameras}
+    expected = CriticReward(ProgressCritic.load(meta["critic"])).score_frames(frames, trainer.instruction)[0][0]
+    obs = {"images": {c: f[0] for c, f in frames.items()}}
+    assert watch(obs) == pytest.approx(float(expected), abs=1e-6)
 
 
 @pytest.mark.slow
