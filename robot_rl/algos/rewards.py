@@ -28,8 +28,14 @@ class RewardConfig:
     """Scale rewards by the running std of the discounted return."""
     rnd_coef: float = 0.0
     """Weight of the RND novelty bonus (0: off)."""
+    takeover_penalty: float = 0.5
+    """rl.algo=chunk: subtracted from the reward of the policy's last step before an operator takes over (RLIF:
+    the operator's judgment that the policy was about to fail is a reward; help that opens an episode is not
+    a takeover). Without takeovers it changes nothing."""
 
     def validate(self) -> None:
+        if self.takeover_penalty < 0:
+            raise ValueError(f"reward takeover_penalty must be >= 0, got {self.takeover_penalty}")
         if self.kind not in ("sparse", "critic", "mix"):
             raise ValueError(f"reward kind must be 'sparse', 'critic' or 'mix', got {self.kind!r}")
         if self.done not in ("env", "critic"):
@@ -38,6 +44,16 @@ class RewardConfig:
     @property
     def needs_critic(self) -> bool:
         return self.kind in ("critic", "mix") or self.done == "critic"
+
+
+def takeover_steps(interventions: np.ndarray) -> np.ndarray:
+    """The policy's steps right before each takeover: step t - 1 wherever an operator starts acting at step t
+    after the policy had acted (the opening help of an episode is not one)."""
+    flags = np.asarray(interventions, bool)
+    if not len(flags):
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(flags[1:] & ~flags[:-1]) + 1
+    return starts - 1
 
 
 def combine_rewards(success: np.ndarray, progress_delta: np.ndarray | None, cfg: RewardConfig) -> np.ndarray:

@@ -265,3 +265,24 @@ def test_rnd_bonus_falls_on_seen_inputs():
         rnd.loss(seen).backward()
         opt.step()
     assert rnd.error(seen).mean() < 0.2 * rnd.error(novel).mean()
+
+
+def test_a_takeover_penalises_the_policys_step_before_it_and_nothing_else():
+    from robot_rl.algos.rewards import takeover_steps
+    from robot_rl.core.schema import Episode, EpisodeMeta
+    from robot_rl.runtime.training.chunk_replay import ChunkFeaturizer
+
+    flags = np.array([1, 1, 0, 0, 1, 1, 0, 1, 0], bool)  # opening help, then two takeovers
+    np.testing.assert_array_equal(takeover_steps(flags), [3, 6])
+    assert len(takeover_steps(np.zeros(4, bool))) == 0 and len(takeover_steps(np.ones(4, bool))) == 0
+    n = len(flags)
+    ep = Episode.from_steps([{"state": np.zeros(5, np.float32)}] * n, np.zeros((n, 2), np.float32), [0.0] * n,
+                            [False] * (n - 1) + [True], [False] * n, [False] * (n - 1) + [True],
+                            {"state": np.zeros(5, np.float32)}, EpisodeMeta("push", "push", True, "policy"),
+                            interventions=flags.tolist())
+    rewards = ChunkFeaturizer(tiny("flow"), RewardConfig(kind="sparse", takeover_penalty=0.5), None, 1,
+                              "push").step_rewards(ep)
+    expected = np.zeros(n, np.float32)
+    expected[[3, 6]] = -0.5
+    expected[-1] += 1.0  # the success
+    np.testing.assert_allclose(rewards, expected)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robot_rl.algos.rewards import RewardConfig
+from robot_rl.algos.rewards import RewardConfig, takeover_steps
 from robot_rl.core.schema import Episode
 from robot_rl.critic.reward import CriticReward
 from robot_rl.policy import Policy
@@ -167,6 +167,8 @@ class ChunkFeaturizer:
                       for c in self.scorer.critic.config.cameras}
             progress, _ = self.scorer.score_frames(frames, self.instruction)
             r += self.reward.critic_weight * np.diff(progress).astype(np.float32)
+        if self.reward.takeover_penalty:
+            r[takeover_steps(ep.intervention)] -= self.reward.takeover_penalty
         return r
 
     def __call__(self, ep: Episode, seed: int) -> Derived:
