@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.8)
     ap.add_argument("--help-steps", type=int, default=20, help="the protocol's k while the run fails")
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--tag", default="default", help="runs go to JOB/hil_gain/TAG/<arm>")
     ap.add_argument("--set", action="append", default=[], metavar="--rl.X=V",
                     help="a job config override for every arm (e.g. --set=--rl.chunk.base_bc=0.5)")
     args = ap.parse_args()
@@ -119,10 +120,11 @@ def main() -> None:
     job.rl.eval_every, job.rl.eval_episodes = args.eval_every, args.eval_episodes
     report: dict = {"task": job.env.task, "iterations": job.rl.iterations, "num_envs": job.rl.num_envs,
                     "target": args.target, "eval_episodes": args.eval_episodes, "overrides": args.set, "arms": {}}
-    partial = root / "hil_gain" / "partial.json"
+    partial = root / "hil_gain" / args.tag / "partial.json"
     partial.parent.mkdir(parents=True, exist_ok=True)
     for name in arms:
-        report["arms"][name] = run_arm(name, job, root, root / "hil_gain" / name, args.target, args.help_steps)
+        report["arms"][name] = run_arm(name, job, root, root / "hil_gain" / args.tag / name, args.target,
+                                       args.help_steps)
         partial.write_text(json.dumps(report, indent=2))
     runs = report["arms"]
     if "none" in runs:
