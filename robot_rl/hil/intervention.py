@@ -104,13 +104,13 @@ class NoOperator:
 class SimulatedOperator:
     """The task's scripted expert behind the operator interface, for measuring human-in-the-loop learning in
     sim: it watches the policy and, once the policy's translation has pointed away from the expert's for
-    ``patience`` steps (or, with ``stall_steps`` and a ``progress(obs)`` function, the progress critic's progress
+    ``patience`` steps where the expert moves at ``min_speed`` or faster (or, with ``stall_steps`` and a ``progress(obs)`` function, the progress critic's progress
     has risen by less than ``stall_delta`` over that many steps), takes over after ``delay_steps`` (reaction
     time) and drives for ``hold_steps`` with Gaussian ``noise`` before it hands back."""
 
-    def __init__(self, task: str, patience: int = 5, delay_steps: int = 2, hold_steps: int = 10, noise: float = 0.05,
+    def __init__(self, task: str, patience: int = 10, delay_steps: int = 2, hold_steps: int = 10, noise: float = 0.05,
                  min_cosine: float = 0.0, max_takeovers: int | None = None, seed: int = 0, stall_steps: int = 0,
-                 stall_delta: float = 0.02, progress=None) -> None:
+                 stall_delta: float = 0.02, progress=None, min_speed: float = 0.5) -> None:
         from robot_rl.envs import make_expert
 
         if min(patience, hold_steps) < 1 or delay_steps < 0 or noise < 0:
@@ -120,7 +120,7 @@ class SimulatedOperator:
         self.expert = make_expert(task, noise=0.0, rng=self.rng)
         self.patience, self.delay, self.hold, self.noise, self.min_cosine = (patience, delay_steps, hold_steps,
                                                                              noise, min_cosine)
-        self.max_takeovers = max_takeovers
+        self.max_takeovers, self.min_speed = max_takeovers, min_speed
         if stall_steps and progress is None:
             raise ConfigError("stall_steps needs a progress(obs) function to watch")
         self.stall_steps, self.stall_delta, self.progress = stall_steps, stall_delta, progress
@@ -132,7 +132,7 @@ class SimulatedOperator:
         """From a ``hil.protocol.OperatorConfig``."""
         return cls(task, patience=cfg.patience, delay_steps=cfg.delay_steps, hold_steps=cfg.hold_steps,
                    noise=cfg.noise, min_cosine=cfg.min_cosine, max_takeovers=cfg.max_takeovers, seed=seed,
-                   stall_steps=cfg.stall_steps, stall_delta=cfg.stall_delta,
+                   stall_steps=cfg.stall_steps, stall_delta=cfg.stall_delta, min_speed=cfg.min_speed,
                    progress=progress if cfg.stall_steps else None)
 
     def reset(self) -> None:
@@ -165,7 +165,8 @@ class SimulatedOperator:
         if self._wait is None:
             a, e = np.asarray(policy_action[:3], np.float64), expert[:3].astype(np.float64)
             cos = float(a @ e / (np.linalg.norm(a) * np.linalg.norm(e) + 1e-9))
-            self._away = self._away + 1 if cos < self.min_cosine else 0
+            if np.linalg.norm(e) >= self.min_speed:  # a direction to disagree with (not a grasp or a pause)
+                self._away = self._away + 1 if cos < self.min_cosine else 0
             stalled = False
             if self.stall_steps:
                 self._progress.append(float(self.progress(obs)))
