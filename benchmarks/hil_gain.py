@@ -16,10 +16,12 @@ steps and the operator's too); a restored state (return-and-explore) costs none 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -60,7 +62,8 @@ def run_arm(name: str, job: TrainJobConfig, root: Path, out: Path, target: float
     trainer = ChunkRLTrainer(root / "bc/policy", env, out, cfg, critic_dir=root / "critic/critic",
                              demos=[str(root / "demos.zarr")], progress=False)
     start = time.perf_counter()
-    result = trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer's progress lines: stdout is this script's JSON
+        result = trainer.train()
     curve = [{"env_steps": int(r["env_steps"]), "success": float(r["success_rate"]),
               "ci95": [float(r["ci_low"]), float(r["ci_high"])]} for r in _rows(out / "eval.csv")]
     reached = next((c["env_steps"] for c in curve if c["success"] >= target), None)
