@@ -26,8 +26,13 @@ import torch  # noqa: E402
 
 from robot_rl.envs import get_task  # noqa: E402
 from robot_rl.policy import Policy, load_policy  # noqa: E402
-from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows, env_config_for, wilson_interval  # noqa: E402
-from robot_rl.runtime.training.rl import action_chunks  # noqa: E402
+from robot_rl.runtime.training.evaluate import (  # noqa: E402
+    EVAL_SEED,
+    ObservationWindows,
+    action_chunks,
+    env_config_for,
+    wilson_interval,
+)
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv  # noqa: E402
 
 # a rule: (condition vectors (B, C), previous chosen chunks (B, H*A) or None, generator) -> chunks (B, H*A)

@@ -263,7 +263,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_recorded(policy, env_cfg, args: argparse.Namespace, seed: int) -> dict:
     """Evaluation in chunked vector envs that commits every episode to ``--record`` (a new store)."""
-    from robot_rl.runtime.training.rl import evaluate_saved
+    from robot_rl.runtime.training.evaluate import evaluate_saved
 
     if args.temporal_ensemble is not None or args.video:
         raise ConfigError("--record runs whole chunks in vector envs: drop --temporal-ensemble and --video")

@@ -104,9 +104,10 @@ class NoOperator:
 class SimulatedOperator:
     """The task's scripted expert behind the operator interface, for measuring human-in-the-loop learning in
     sim: it watches the policy and, once the policy's translation has pointed away from the expert's for
-    ``patience`` steps where the expert moves at ``min_speed`` or faster (or, with ``stall_steps`` and a ``progress(obs)`` function, the progress critic's progress
-    has risen by less than ``stall_delta`` over that many steps), takes over after ``delay_steps`` (reaction
-    time) and drives for ``hold_steps`` with Gaussian ``noise`` before it hands back."""
+    ``patience`` steps where the expert moves at ``min_speed`` or faster (or, with ``stall_steps`` and a
+    ``progress(obs)`` function, the progress critic's progress has risen by less than ``stall_delta`` over that
+    many steps), takes over after ``delay_steps`` (reaction time) and drives for ``hold_steps`` with Gaussian
+    ``noise`` before it hands back."""
 
     def __init__(self, task: str, patience: int = 10, delay_steps: int = 2, hold_steps: int = 10, noise: float = 0.05,
                  min_cosine: float = 0.0, max_takeovers: int | None = None, seed: int = 0, stall_steps: int = 0,

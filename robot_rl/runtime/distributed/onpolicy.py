@@ -28,9 +28,9 @@ from robot_rl.config import EnvConfig
 from robot_rl.core.schema import Episode
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.weights import Mirror, WeightPublisher
-from robot_rl.runtime.training.evaluate import ObservationWindows
+from robot_rl.runtime.training.evaluate import ObservationWindows, action_chunks
 from robot_rl.runtime.training.offpolicy import ACTORS_DIR
-from robot_rl.runtime.training.rl import RLConfig, action_chunks, make_actor
+from robot_rl.runtime.training.rl import RLConfig, make_actor
 from robot_rl.runtime.training.vec_env import ChunkResult
 
 

@@ -1,5 +1,6 @@
 """Policy evaluation in an env: action chunks (optionally temporally ensembled), success with a 95%
-Wilson interval, episode length, latency per chunk, and optional videos."""
+Wilson interval, episode length, latency per chunk, and optional videos; and of chunk policies in chunked
+vector envs (what the RL trainers evaluate with, held-out seeds in waves)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robot_rl.config import EnvConfig
+from robot_rl.config import EnvConfig, config_to_dict
 from robot_rl.core.errors import ConfigError
-from robot_rl.core.schema import flatten_obs
-from robot_rl.envs import make_env
+from robot_rl.core.schema import Episode, flatten_obs
+from robot_rl.envs import get_task, make_env
 from robot_rl.policy import Policy, load_policy
+from robot_rl.replay.store import EpisodeStore
 from robot_rl.replay.video import write_mp4
+from robot_rl.runtime.training.rollouts import EpisodeAssembler
+from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
 EVAL_SEED = 1_000_000  # held-out seeds: demos are collected from seed 0 upwards
 
@@ -148,3 +152,77 @@ def evaluate(policy: Policy, env_config: EnvConfig, episodes: int, seed: int = E
         "temporal_ensemble": temporal_ensemble,
         "first_seed": seed,
     }
+
+
+# ---------------------------------------------------------------- chunk policies in vector envs
+def action_chunks(policy: Policy, actions: torch.Tensor) -> np.ndarray:
+    """Normalised flat chunks (B, H*A) -> the first ``n_action_steps`` actions of each, in env units."""
+    pc = policy.config
+    a = policy.action_norm.unnormalize(actions.reshape(-1, pc.horizon, pc.features.action_dim))
+    return np.clip(a[:, : pc.n_action_steps].cpu().numpy(), -1.0, 1.0)
+
+
+def evaluate_saved(policy: Policy, env_config: EnvConfig, episodes: int, seed: int, num_envs: int, workers: int,
+                   record: Path | None = None, overwrite: bool = False, steps: int | None = None) -> dict[str, Any]:
+    """Success of ``policy`` as it acts (its own sampler; ``steps`` sampling steps where given) on episodes
+    ``seed``, ``seed + 1``, ... in chunked vector envs. With ``record`` every episode is committed to that new
+    store (``overwrite``: replace a store already there)."""
+    generator = torch.Generator().manual_seed(seed)
+    policy.eval()
+    store = None
+    if record is not None:
+        EpisodeStore.create(record, overwrite=overwrite).close()
+        store = EpisodeStore.open(record, mode="a")
+        store.set_env_config(config_to_dict(env_config))
+    start = time.perf_counter()
+    try:
+        with ChunkVectorEnv(env_config, num_envs, workers) as envs, torch.no_grad():
+            res = evaluate_chunked(envs, lambda cond: policy.sample(cond, steps=steps, generator=generator), policy,
+                                   episodes, seed, store=store)
+    finally:
+        if store is not None:
+            store.close()
+    res["wall_s"] = time.perf_counter() - start
+    return res
+
+
+def evaluate_chunked(envs: ChunkVectorEnv, act, policy: Policy, episodes: int, seed: int,
+                     store: EpisodeStore | None = None) -> dict[str, Any]:
+    """Episodes ``seed``, ``seed + 1``, ... in waves of ``envs.num_envs``; ``act(cond)`` gives
+    normalised chunks. With ``store`` (open for appending) every episode is committed to it, in seed
+    order (``source: policy``), e.g. to evaluate a critic on the policy's own rollouts."""
+    n = envs.num_envs
+    task = get_task(envs.env_config.task)
+    successes, lengths = [], []
+    for wave in range(0, episodes, n):
+        count = min(n, episodes - wave)
+        seeds = [seed + wave + i if i < count else seed + wave + i + 10**8 for i in range(n)]
+        obs = envs.reset(seeds)
+        hist = ObservationWindows(n, policy.config.n_obs_steps, task.instruction)
+        asm = [EpisodeAssembler(task.name, task.instruction) for _ in range(n)]
+        done: dict[int, Episode] = {}
+        for i, o in enumerate(obs):
+            hist.start(i, o)
+            asm[i].start(o)
+        active = [i < count for i in range(n)]
+        length = [0] * n
+        while any(active):
+            chunks = action_chunks(policy, act(policy.encode(hist.batch())))
+            results = envs.step_chunks(list(chunks), active=active, auto_reset=False, record=store is not None)
+            for i, r in enumerate(results):
+                if r is None:
+                    continue
+                length[i] += r.steps
+                hist.push(i, r.obs)
+                if store is not None and (ep := asm[i].add(chunks[i], r, 0)) is not None:
+                    done[i] = ep
+                if r.ended:
+                    active[i] = False
+                    successes.append(bool(r.success))
+                    lengths.append(length[i])
+        for i in sorted(done):
+            store.append(done[i])
+    k = sum(successes)
+    low, high = wilson_interval(k, len(successes))
+    return {"episodes": len(successes), "success_rate": k / len(successes), "success_ci95": [low, high],
+            "mean_length": float(np.mean(lengths)), "first_seed": seed}

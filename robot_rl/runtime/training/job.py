@@ -104,8 +104,7 @@ def _evaluate(policy_dir: Path, env: EnvConfig, cfg: TrainJobConfig, out: Path, 
     for the same policy folder, episode count and ``state`` (e.g. the RL iteration whose policy it measured:
     a run continued further is evaluated again)."""
     from robot_rl.policy import load_policy
-    from robot_rl.runtime.training.evaluate import EVAL_SEED
-    from robot_rl.runtime.training.rl import evaluate_saved
+    from robot_rl.runtime.training.evaluate import EVAL_SEED, evaluate_saved
 
     episodes = cfg.eval_episodes if episodes is None else episodes
     seed = EVAL_SEED if seed is None else seed

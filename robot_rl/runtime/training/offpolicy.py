@@ -52,9 +52,9 @@ from robot_rl.runtime.training.chunk_replay import (
     save_derived,
     until_first_success,
 )
-from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows
+from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows, action_chunks, evaluate_chunked
 from robot_rl.runtime.training.progress_finetune import ProgressFinetuner
-from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, RunLog, action_chunks, evaluate_chunked
+from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, RunLog
 from robot_rl.runtime.training.rollouts import EpisodeAssembler
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
