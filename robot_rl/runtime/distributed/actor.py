@@ -17,10 +17,9 @@ import torch
 
 from robot_rl.config import EnvConfig
 from robot_rl.core.errors import ConfigError
-from robot_rl.critic.reward import ObservationProgress
 from robot_rl.envs import get_task
 from robot_rl.hil.metrics import EpisodeHelp, help_metrics
-from robot_rl.hil.protocol import HelpSchedule, HILConfig, RunWrap, load_tracks
+from robot_rl.hil.protocol import HelpSchedule, HILConfig
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.distributed.weights import WeightSubscriber
@@ -34,7 +33,7 @@ from robot_rl.runtime.training.offpolicy import (
     featurizer_key,
     shipped_path,
 )
-from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig
+from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, run_wrap
 from robot_rl.runtime.training.rollouts import EpisodeAssembler
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
@@ -122,11 +121,9 @@ def robot_envs(spec: ActorSpec, env_config: EnvConfig, seed: int, committed: int
         wrap = None
         if spec.hil is not None:
             hil = draccus.decode(HILConfig, spec.hil)
-            tracks = load_tracks(spec.demos) if hil.needs_demos else None
             critic = json.loads((Path(spec.run) / "rl.json").read_text()).get("critic") if hil.operator.stall_steps \
-                else None
-            progress = None if critic is None else ObservationProgress(critic, get_task(env_config.task).instruction)
-            wrap = RunWrap(hil, env_config.task, tracks, seed=seed, progress=progress)
+                else None  # only the stall trigger reads the critic
+            wrap = run_wrap(hil, env_config.task, spec.demos, critic, seed)
         # resets continue past every episode this actor has committed in earlier lives: no start is replayed
         return ChunkVectorEnv(env_config, spec.num_envs, 0, seed=seed, episodes=[committed + 1] * spec.num_envs,
                               wrap=wrap)

@@ -38,10 +38,10 @@ from robot_rl.core.errors import ConfigError
 from robot_rl.core.files import replace_folder
 from robot_rl.core.schema import Episode
 from robot_rl.critic.model import ProgressCritic
-from robot_rl.critic.reward import CriticReward, ObservationProgress
+from robot_rl.critic.reward import CriticReward
 from robot_rl.envs import get_task
 from robot_rl.hil.metrics import EpisodeHelp, help_metrics, plot_help
-from robot_rl.hil.protocol import HelpSchedule, RunWrap, load_tracks
+from robot_rl.hil.protocol import HelpSchedule, RunWrap
 from robot_rl.policy import SteeredPolicy, load_policy
 from robot_rl.replay.store import EpisodeStore
 from robot_rl.runtime.training.chunk_replay import (
@@ -54,7 +54,7 @@ from robot_rl.runtime.training.chunk_replay import (
 )
 from robot_rl.runtime.training.evaluate import EVAL_SEED, ObservationWindows, action_chunks, evaluate_chunked
 from robot_rl.runtime.training.progress_finetune import ProgressFinetuner
-from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, RunLog
+from robot_rl.runtime.training.rl import TRAIN_SEED, RLConfig, RunLog, run_wrap
 from robot_rl.runtime.training.rollouts import EpisodeAssembler
 from robot_rl.runtime.training.vec_env import ChunkVectorEnv
 
@@ -346,12 +346,8 @@ class ChunkRLTrainer(RunLog):
 
     def env_wrap(self) -> RunWrap | None:
         """How the training envs are wrapped for ``rl.hil`` (None: not at all)."""
-        hil = self.cfg.hil
-        if not hil.enabled:
-            return None
-        tracks = load_tracks(self.demos) if hil.needs_demos else None
-        progress = None if self.critic_dir is None else ObservationProgress(self.critic_dir, self.instruction)
-        return RunWrap(hil, self.task_name, tracks, seed=TRAIN_SEED + 10_000_000 * self.cfg.seed, progress=progress)
+        return run_wrap(self.cfg.hil, self.task_name, self.demos, self.critic_dir,
+                        seed=TRAIN_SEED + 10_000_000 * self.cfg.seed)
 
     def collect_round(self, envs: ChunkVectorEnv, hist: ObservationWindows, asm: list[EpisodeAssembler],
                       store: EpisodeStore) -> dict[str, Any]:

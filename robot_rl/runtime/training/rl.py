@@ -162,6 +162,18 @@ def make_actor(policy: Policy, cfg: RLConfig):
     return DPPOActor(policy, cfg.dppo)
 
 
+def run_wrap(hil: HILConfig, task: str, demos: list[str], critic_dir: str | None, seed: int) -> RunWrap | None:
+    """How a run's training envs are wrapped for ``rl.hil`` (None: not at all): the protocol's demo tracks and,
+    for the simulated operator's stall trigger, the progress critic (scored where the envs run)."""
+    if not hil.enabled:
+        return None
+    tracks = load_tracks(demos) if hil.needs_demos else None
+    progress = None
+    if hil.operator.stall_steps and critic_dir is not None:
+        progress = ObservationProgress(critic_dir, get_task(task).instruction)
+    return RunWrap(hil, task, tracks, seed=seed, progress=progress)
+
+
 class RunLog:
     """The run folder's logs, shared by the RL trainers: ``metrics.csv`` / ``eval.csv`` rows (cut back to the
     checkpoint on resume) mirrored to TensorBoard against env steps. Needs ``run``, ``iteration``,
@@ -545,12 +557,9 @@ class RLTrainer(RunLog):
         tb = SummaryWriter(str(self.run / "tb"))
         start = time.perf_counter()
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
-        wrap, schedule = None, HelpSchedule(cfg.hil.protocol)
-        if cfg.hil.enabled:
-            tracks = load_tracks(self.demo_paths) if cfg.hil.needs_demos else None
-            progress = None if self.critic_dir is None else ObservationProgress(self.critic_dir, self.instruction)
-            wrap = RunWrap(cfg.hil, self.env_config.task, tracks, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
-                           progress=progress)
+        schedule = HelpSchedule(cfg.hil.protocol)
+        wrap = run_wrap(cfg.hil, self.env_config.task, self.demo_paths, self.critic_dir,
+                        seed=TRAIN_SEED + 10_000_000 * cfg.seed)
         envs = ChunkVectorEnv(self.env_config, cfg.num_envs, cfg.workers, seed=TRAIN_SEED + 10_000_000 * cfg.seed,
                               episodes=self.env_episodes, wrap=wrap)
         eval_envs = envs if wrap is None else None  # held-out evaluations never get help

@@ -83,16 +83,14 @@ class _EnvSlot:
                 break  # the rest of this chunk was planned before the takeover: a fresh one from here
             obs, reward, terminated, truncated, info = self.env.step(action)
             steps += 1
-            success = success or bool(info.get("success", False))
+            step_success, step_helped = bool(info.get("success", False)), bool(info.get("helped", False))
+            success, helped = success or step_success, helped or step_helped
             intervened.append(bool(info.get("intervention", False)))
             taken.append(np.asarray(info.get("taken_action", action), np.float32))
-            helped = helped or bool(info.get("helped", False))
             if trace is not None:
-                step = {"obs": obs, "reward": float(reward), "success": bool(info.get("success", False)),
-                        "terminated": bool(terminated), "truncated": bool(truncated),
-                        "action": np.asarray(info.get("taken_action", action), np.float32),
-                        "intervention": bool(info.get("intervention", False)),
-                        "helped": bool(info.get("helped", False))}
+                step = {"obs": obs, "reward": float(reward), "success": step_success, "terminated": bool(terminated),
+                        "truncated": bool(truncated), "action": taken[-1], "intervention": intervened[-1],
+                        "helped": step_helped}
                 for key, value in step.items():
                     trace[key].append(value)
             if terminated or truncated:
