@@ -40,6 +40,7 @@ class RosRobotEnv(gym.Env):
         self._reports: OrderedDict[tuple[int, int], dict] = OrderedDict()  # by the stamp their action answered
         self._step_sub = transport.subscribe(self.topics.step, String, self._on_step)
         self._takeover_now, self._operator_acted = False, False
+        self._handback_late = False  # the robot reported a hand-back this env had not heard when it acted
         self._takeover_sub = transport.subscribe(self.topics.takeover, Bool, self._on_takeover)
         self.spec_info = self._client.call({"op": "spec"}, timeout=timeout_s)
         self.cameras = list(self.spec_info["cameras"])
@@ -76,8 +77,18 @@ class RosRobotEnv(gym.Env):
 
     def handback_pending(self) -> bool:
         """The operator drove the last step and has let go: the chunk executor should ask the policy for a
-        fresh chunk from the current observation (the rest of the old one was planned before the takeover)."""
-        return self._operator_acted and not self._takeover_now
+        fresh chunk from the current observation (the rest of the old one was planned before the takeover).
+
+        The release travels on its own topic, so it can reach the robot before this env: the robot then runs one
+        more action of the old chunk and flags that step ``handed_back``, and the chunk stops after it (at most
+        one stale step). Answers True once per hand-back: the caller is expected to stop its chunk."""
+        if self._handback_late:
+            self._handback_late = False
+            return True
+        if self._operator_acted and not self._takeover_now:
+            self._operator_acted = False
+            return True
+        return False
 
     def _report_for(self, answers: tuple[int, int]) -> dict:
         with self._cond:
@@ -92,6 +103,7 @@ class RosRobotEnv(gym.Env):
         reply = self._client.call({"op": "reset", "seed": seed}, timeout=self.timeout_s)
         key = tuple(reply["stamp"])
         self._stamp, self._done, self._operator_acted = Time(sec=key[0], nanosec=key[1]), False, False
+        self._handback_late = False
         obs = self._observations.wait(key, self.timeout_s)
         return obs, {"success": reply["success"], "instruction": reply.get("instruction", self.instruction),
                      "task": self.spec_info.get("task", "")}
@@ -105,6 +117,7 @@ class RosRobotEnv(gym.Env):
         if not np.all(np.isfinite(action)):
             raise ConfigError(f"action contains NaN or inf: {action.tolist()}")
         answers = stamp_key(self._stamp)
+        sent_under_takeover = self._takeover_now
         self._action_pub.publish(chunk_to_msg(action[None], stamp=self._stamp))
         report = self._report_for(answers)
         key = tuple(report["stamp"])
@@ -114,6 +127,8 @@ class RosRobotEnv(gym.Env):
         self._done = terminated or truncated
         executed = np.asarray(report["action"], np.float32)
         self._operator_acted = bool(report["intervention"])
+        # the robot's first policy step after the operator let go ran an action sent before this env heard of it
+        self._handback_late = bool(report.get("handed_back")) and sent_under_takeover
         info = {"success": report["success"], "intervention": report["intervention"], "executed_action": executed,
                 "taken_action": executed, "instruction": self.instruction}
         if report.get("label") is not None:

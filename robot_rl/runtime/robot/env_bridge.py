@@ -99,6 +99,7 @@ class EnvBridge:
         self._last_action = np.zeros(self.action_dim, np.float32)
         self._estop = False
         self._takeover = False
+        self._operated_last = False  # the last executed step was the operator's
         self._label: str | None = None  # the operator's outcome label, applied at the next step
         self._teleop: np.ndarray | None = None
         self._teleop_at = 0.0
@@ -199,7 +200,7 @@ class EnvBridge:
         with self._lock:
             obs, info = self.env.reset(seed=seed)
             self.episode += 1
-            self.steps, self.active = 0, True
+            self.steps, self.active, self._operated_last = 0, True, False
             self._queue.clear()
             self._label = None
             self._last_action = np.zeros(self.action_dim, np.float32)
@@ -292,8 +293,14 @@ class EnvBridge:
         if terminated or truncated:
             self.active = False
             self._queue.clear()
+        extra: dict[str, Any] = {"label": label} if label is not None else {}
+        if self._operated_last and not operator:
+            # the first policy step after the operator let go: a client that had not yet heard the hand-back
+            # when it sent this action learns from the report that its chunk predates the takeover
+            extra["handed_back"] = True
+        self._operated_last = bool(operator)
         self._report(header, float(reward), bool(terminated), bool(truncated), success, held, stamp, operator,
-                     executed, **({"label": label} if label is not None else {}))
+                     executed, **extra)
 
     def _publish_obs(self, obs: dict[str, Any]) -> Header:
         header = Header.now("base")

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -233,55 +234,105 @@ def test_policy_server_refuses_a_robot_it_was_not_trained_for(tmp_path, push_sto
         bridge.close()
 
 
+class _ReleasingOperator(gym.Wrapper):
+    """The operator, between two robot steps: lets go after driving ``hold`` steps, and waits until the release
+    has reached the bridge (and this env, when ``env_hears`` is set) before the next action is sent."""
+
+    def __init__(self, robot: RosRobotEnv, bridge: EnvBridge, takeover, hold: int, env_hears: bool = True) -> None:
+        super().__init__(robot)
+        self.bridge, self.takeover, self.hold, self.env_hears, self.operated = bridge, takeover, hold, env_hears, 0
+
+    def handback_pending(self) -> bool:
+        return self.env.handback_pending()
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.operated += bool(out[4]["intervention"])
+        if self.operated == self.hold:
+            self.takeover.publish(Bool(data=False))
+            deadline = time.monotonic() + 5
+            while self.bridge._takeover or (self.env_hears and self.env.unwrapped._takeover_now):
+                assert time.monotonic() < deadline, "the release never arrived"
+                time.sleep(0.005)
+        return out
+
+
+def _takeover_setup(env_hears: bool):
+    t = InProcTransport(InProcBus())
+    bridge = EnvBridge(small_env("push", max_steps=60), t, BridgeConfig(realtime=False))
+    robot = RosRobotEnv(t, timeout_s=10)
+    if not env_hears:
+        robot._takeover_sub.close()  # the release reaches the robot before this env: it sends on regardless
+    takeover, teleop = t.publisher(TOPICS.takeover, Bool), t.publisher(TOPICS.teleop_action, Float64MultiArray)
+    return t, bridge, robot, takeover, teleop
+
+
+_OP = np.array([0.0, 0.5, 0.0, 0, 0, 0, 1.0], np.float32)
+_POLICY = np.tile(np.array([0.3, 0, 0, 0, 0, 0, -1], np.float32), (6, 1))
+
+
+def _take_over(robot: RosRobotEnv, bridge: EnvBridge, takeover, teleop) -> None:
+    teleop.publish(chunk_to_msg(_OP[None]))
+    takeover.publish(Bool(data=True))
+    deadline = time.monotonic() + 5
+    while not (robot._takeover_now and bridge._takeover and bridge._teleop is not None):
+        assert time.monotonic() < deadline, "the takeover never arrived"
+        time.sleep(0.005)
+
+
 def test_takeover_over_the_bridge_replaces_the_chunk_and_labels_end_the_episode():
     from robot_rl.runtime.training.rollouts import EpisodeAssembler
     from robot_rl.runtime.training.vec_env import _EnvSlot
 
-    t = InProcTransport(InProcBus())
-    bridge = EnvBridge(small_env("push", max_steps=60), t, BridgeConfig(realtime=False))
-    robot = RosRobotEnv(t, timeout_s=10)
-    takeover, teleop = t.publisher(TOPICS.takeover, Bool), t.publisher(TOPICS.teleop_action, Float64MultiArray)
-    op = np.array([0.0, 0.5, 0.0, 0, 0, 0, 1.0], np.float32)
-    operated = []
-
-    def release_after_three(msg: String) -> None:  # the operator lets go after driving three steps
-        report = json.loads(msg.data)
-        if report["intervention"]:
-            operated.append(report)
-            if len(operated) == 3:
-                takeover.publish(Bool(data=False))
-
-    t.subscribe(TOPICS.step, String, release_after_three)
-    slot = _EnvSlot(None, 0, 1, 0, 0, env=robot)
+    t, bridge, robot, takeover, teleop = _takeover_setup(env_hears=True)
+    slot = _EnvSlot(None, 0, 1, 0, 0, env=_ReleasingOperator(robot, bridge, takeover, hold=3))
     try:
         obs, _ = slot.reset(seed=2)
         asm = EpisodeAssembler("push", "push")
         asm.start(obs)
-        policy = np.tile(np.array([0.3, 0, 0, 0, 0, 0, -1], np.float32), (6, 1))
-        first = slot.run_chunk(policy[:2], auto_reset=False, record=True)
+        first = slot.run_chunk(_POLICY[:2], auto_reset=False, record=True)
         assert first.trace["intervention"] == [False, False]
-        teleop.publish(chunk_to_msg(op[None]))
-        takeover.publish(Bool(data=True))
-        time.sleep(0.1)
-        taken = slot.run_chunk(policy, auto_reset=False, record=True)
+        _take_over(robot, bridge, takeover, teleop)
+        taken = slot.run_chunk(_POLICY, auto_reset=False, record=True)
         # the operator's actions replaced the policy's; at its hand-back the chunk stopped, unfinished
         assert taken.steps == 3 and taken.trace["intervention"] == [True] * 3
-        np.testing.assert_allclose(np.stack(taken.trace["action"]), np.tile(op, (3, 1)))
-        fresh = slot.run_chunk(policy, auto_reset=False, record=True)
+        np.testing.assert_allclose(np.stack(taken.trace["action"]), np.tile(_OP, (3, 1)))
+        fresh = slot.run_chunk(_POLICY, auto_reset=False, record=True)
         assert fresh.steps == 6 and not any(fresh.trace["intervention"])
         # the operator's label ends the episode with its outcome at the next step
         t.publisher(TOPICS.label, String).publish(String(data="success"))
         time.sleep(0.1)
-        last = slot.run_chunk(policy, auto_reset=False, record=True)
+        last = slot.run_chunk(_POLICY, auto_reset=False, record=True)
         assert last.steps == 1 and last.terminated and last.success and last.info["operator_label"] == "success"
         ep = None
         for res in (first, taken, fresh, last):
-            ep = asm.add(policy, res, 0)
+            ep = asm.add(_POLICY, res, 0)
         assert ep is not None and ep.meta.success and ep.terminated[-1] and len(ep) == 12
         np.testing.assert_array_equal(ep.intervention, [False] * 2 + [True] * 3 + [False] * 7)
-        np.testing.assert_allclose(ep.action[2:5], np.tile(op, (3, 1)))
+        np.testing.assert_allclose(ep.action[2:5], np.tile(_OP, (3, 1)))
         with pytest.raises(Exception, match="must be 'success' or 'failure'"):
             bridge._on_label(String(data="maybe"))
+    finally:
+        robot.close()
+        bridge.close()
+
+
+def test_a_release_the_env_has_not_heard_stops_the_chunk_one_step_late():
+    from robot_rl.runtime.training.vec_env import _EnvSlot
+
+    t, bridge, robot, takeover, teleop = _takeover_setup(env_hears=False)
+    slot = _EnvSlot(None, 0, 1, 0, 0, env=_ReleasingOperator(robot, bridge, takeover, hold=2, env_hears=False))
+    try:
+        slot.reset(seed=3)
+        robot._takeover_now = True  # what its closed subscription would have heard
+        _take_over(robot, bridge, takeover, teleop)
+        taken = slot.run_chunk(_POLICY, auto_reset=False, record=True)
+        # two operator steps; the robot, released, ran the old chunk's next action and flagged it: the chunk stops
+        assert taken.trace["intervention"] == [True, True, False] and taken.steps == 3
+        np.testing.assert_allclose(taken.trace["action"][2], _POLICY[2])
+        robot._takeover_now = False
+        fresh = slot.run_chunk(_POLICY, auto_reset=False, record=True)
+        assert fresh.steps == 6 and not any(fresh.trace["intervention"])
     finally:
         robot.close()
         bridge.close()
