@@ -25,6 +25,7 @@ class TaskSpec:
 
 
 _TASKS: dict[str, TaskSpec] = {}
+_FAMILIES: dict[str, Callable[[str], TaskSpec]] = {}
 
 
 def register_task(spec: TaskSpec) -> None:
@@ -32,10 +33,16 @@ def register_task(spec: TaskSpec) -> None:
         raise ValueError(f"task {spec.name!r} is already registered")
     _TASKS[spec.name] = spec
     gym.register(
-        id=f"robot_rl/{spec.name}-v0",
+        id=f"robot_rl/{spec.name.replace('/', '.')}-v0",
         entry_point="robot_rl.envs.registry:_gym_entry_point",
         kwargs={"task": spec.name},
     )
+
+
+def register_task_family(prefix: str, make_spec: Callable[[str], TaskSpec]) -> None:
+    """Tasks named ``prefix<anything>`` that are not registered one by one (e.g. any robosuite env by its name):
+    ``make_spec(name)`` builds the spec the first time the name is asked for."""
+    _FAMILIES[prefix] = make_spec
 
 
 def task_names() -> list[str]:
@@ -43,10 +50,16 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str) -> TaskSpec:
+    if name not in _TASKS:
+        for prefix, make_spec in _FAMILIES.items():
+            if name.startswith(prefix) and len(name) > len(prefix) and "/" not in name[len(prefix):]:
+                register_task(make_spec(name))
+                break
     try:
         return _TASKS[name]
     except KeyError:
-        raise UnknownTaskError(f"unknown task {name!r}; registered tasks: {', '.join(_TASKS)}") from None
+        families = "".join(f", {p}<name>" for p in _FAMILIES)
+        raise UnknownTaskError(f"unknown task {name!r}; registered tasks: {', '.join(_TASKS)}{families}") from None
 
 
 def make_env(config: EnvConfig | str, render_mode: str | None = None) -> gym.Env:

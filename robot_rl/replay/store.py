@@ -116,6 +116,21 @@ def episode_record(start: int, end: int, meta: EpisodeMeta, digests: dict[str, s
             "source": meta.source, "task": meta.task, "instruction": meta.instruction, "digests": digests}
 
 
+
+def _write_empty_chunks(arr: zarr.Array) -> zarr.Array:
+    """The same array, writing chunks even when they hold only the fill value. ``Array.with_config`` is new in
+    zarr 3.1.6; 3.1.5 (the newest an environment with robosuite's numpy<2 gets) builds it from its parts."""
+    if hasattr(arr, "with_config"):
+        return arr.with_config({"write_empty_chunks": True})
+    inner = arr._async_array
+    config = dataclasses.replace(_array_config(inner), write_empty_chunks=True)
+    return zarr.Array(AsyncArray(metadata=inner.metadata, store_path=inner.store_path, config=config))
+
+
+def _array_config(arr: AsyncArray):
+    """An async array's ArrayConfig (``config`` from zarr 3.1.6, ``_config`` before)."""
+    return arr.config if hasattr(arr, "config") else arr._config
+
 class EpisodeStore:
     """An episode store on disk. Open with :meth:`open` (read) or :meth:`create` / ``mode="a"``."""
 
@@ -264,7 +279,7 @@ class EpisodeStore:
             except Exception as exc:
                 raise corrupt(self.path, f"array {name!r} has unreadable metadata ({exc})") from None
             if self.version >= 2:
-                arr = arr.with_config({"write_empty_chunks": True})  # so that a missing chunk is never legitimate
+                arr = _write_empty_chunks(arr)  # so that a missing chunk is never legitimate
             self._arrays[name] = arr
         return arr
 
@@ -279,7 +294,8 @@ class EpisodeStore:
             if self._reading_guard is not None and codecs and isinstance(codecs[-1], Crc32cCodec):
                 self._reading_guard.stripped.add(name)
                 handle = AsyncArray(metadata=dataclasses.replace(meta, codecs=codecs[:-1]),
-                                    store_path=StorePath(self._reading_guard, name), config=arr._async_array.config)
+                                    store_path=StorePath(self._reading_guard, name),
+                                    config=_array_config(arr._async_array))
                 arr = zarr.Array(handle)
             self._readers[name] = arr
         return arr

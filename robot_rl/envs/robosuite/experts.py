@@ -1,0 +1,112 @@
+"""Scripted experts for robosuite tasks: waypoint state machines over privileged object state (grasp from above,
+lift, carry, place), so demos need no downloaded data. Actions follow the adapter's convention (OSC deltas in
+the base frame, scaled by 0.05 m per unit; +1 closes the gripper)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot_rl.envs.robosuite.env import ACTION_DIM
+
+POS_STEP = 0.05  # metres per unit action (robosuite's OSC output limit)
+OPEN, CLOSE = -1.0, 1.0
+
+
+class WaypointExpert:
+    """Base: ``act(priv)`` drives the tool point through the phases of ``_act``; ``noise`` perturbs the motion."""
+
+    def __init__(self, noise: float = 0.0, rng: np.random.Generator | None = None, gain: float = 1.2) -> None:
+        self.noise, self.rng, self.gain = noise, rng or np.random.default_rng(), gain
+        self.phase, self.counter, self.hover_z = 0, 0, 0.0
+
+    def reset(self, rng: np.random.Generator | None = None) -> None:
+        if rng is not None:
+            self.rng = rng
+        self.phase, self.counter = 0, 0
+
+    def act(self, priv: dict[str, np.ndarray]) -> np.ndarray:
+        action = self._act(priv)
+        if self.noise > 0:
+            action[:3] += self.rng.normal(0.0, self.noise, size=3)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def _act(self, priv) -> np.ndarray:
+        raise NotImplementedError
+
+    def _move(self, priv, goal, grip: float) -> np.ndarray:
+        action = np.zeros(ACTION_DIM)
+        action[:3] = np.clip(self.gain * (np.asarray(goal) - priv["tcp_pos"]) / POS_STEP, -1, 1)
+        action[6] = grip
+        return action
+
+    @staticmethod
+    def _near(priv, goal, tol: float) -> bool:
+        return bool(np.linalg.norm(np.asarray(goal) - priv["tcp_pos"]) < tol)
+
+    def _grasp(self, priv, obj: np.ndarray, grasp_z: float, hover: float) -> np.ndarray | None:
+        """Phases 0-3: above the object, down, close, up to ``hover``; None once it is held up there."""
+        if self.phase == 0:
+            above = [*obj[:2], grasp_z + hover]
+            if self._near(priv, above, 0.02):
+                self.phase = 1
+            return self._move(priv, above, OPEN)
+        if self.phase == 1:
+            grasp = [*obj[:2], grasp_z]
+            if self._near(priv, grasp, 0.008):
+                self.phase, self.counter = 2, 0
+                self.hover_z = grasp_z + hover  # where to lift to: the object's height moves with it once held
+            if np.linalg.norm(obj[:2] - priv["tcp_pos"][:2]) > 0.03:
+                self.phase = 0
+            return self._move(priv, grasp, OPEN)
+        if self.phase == 2:
+            self.counter += 1
+            if self.counter >= 5:
+                self.phase = 3
+            return self._move(priv, priv["tcp_pos"], CLOSE)
+        if self.phase == 3:
+            if priv["gripper_width"] < 0.005:  # closed on nothing: the grasp missed
+                self.phase = 0
+                return self._move(priv, [*priv["tcp_pos"][:2], self.hover_z], OPEN)
+            up = [*priv["tcp_pos"][:2], self.hover_z]
+            if priv["tcp_pos"][2] > self.hover_z - 0.02:
+                return None
+            return self._move(priv, up, CLOSE)
+        return None
+
+
+class LiftExpert(WaypointExpert):
+    def _act(self, priv):
+        cube = priv["cube_pos"]
+        action = self._grasp(priv, cube, cube[2], hover=0.1)
+        return action if action is not None else self._move(priv, [*cube[:2], cube[2] + 0.2], CLOSE)
+
+
+class PlaceExpert(WaypointExpert):
+    """Pick ``object_pos``, carry it above ``place_pos`` at ``carry_z``, lower to ``release_z``, open, retreat up."""
+
+    carry = 0.15
+
+    def _act(self, priv):
+        obj = priv["object_pos"]
+        if self.phase <= 3:
+            action = self._grasp(priv, obj, priv["grasp_z"], hover=self.carry)
+            if action is not None:
+                return action
+            self.phase = 4
+        target = priv["place_pos"]
+        if self.phase == 4:  # carry at height
+            over = [*target[:2], priv["carry_z"]]
+            if self._near(priv, over, 0.015):
+                self.phase = 5
+            return self._move(priv, over, CLOSE)
+        if self.phase == 5:  # lower
+            low = [*target[:2], priv["release_z"]]
+            if self._near(priv, low, 0.01):
+                self.phase, self.counter = 6, 0
+            return self._move(priv, low, CLOSE)
+        if self.phase == 6:  # let go
+            self.counter += 1
+            if self.counter >= 4:
+                self.phase = 7
+            return self._move(priv, priv["tcp_pos"], OPEN)
+        return self._move(priv, [*priv["tcp_pos"][:2], priv["carry_z"]], OPEN)  # retreat
