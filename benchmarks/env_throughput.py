@@ -1,11 +1,14 @@
-"""Env steps/s per native task and camera setting, beside the same model's bare mj_step (+ render) loop.
+"""Env steps/s per native task and camera setting, beside the same model's bare mj_step (+ render) loop, and
+robosuite tasks through our adapter beside robosuite stepped directly.
 
 Prints one JSON object. ``ratio`` is our env's steps/s over the bare loop's in the same run: the cost of
 control (IK), observation packing and the gymnasium API. The bare loop replays the env's own
-initial state and actuator controls, so both simulate the same contacts. Robosuite Lift with the same cameras is
-measured too when robosuite is installed. Usage::
+initial state and actuator controls, so both simulate the same contacts. ``robosuite.<task>.<setting>``: the
+adapter's ``env.step`` against ``step`` of the very robosuite env inside it (same controller, cameras, render
+flags), alternated in blocks; ``overhead`` = 1 - adapter/direct. Run it from the robosuite venv for those rows::
 
-    python benchmarks/env_throughput.py [--steps 300] [--tasks push,lift]
+    python benchmarks/env_throughput.py [--steps 300] [--tasks push,lift] [--robosuite robosuite/Lift]
+    .venv-robosuite/bin/python benchmarks/env_throughput.py --tasks lift --robosuite robosuite/Lift,robosuite/Stack
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from robot_rl.config import EnvConfig  # noqa: E402
-from robot_rl.envs import make_env, task_names  # noqa: E402
+from robot_rl.envs import get_task, make_env, task_names  # noqa: E402
 
 SETTINGS = {
     "no_camera": ([], 84),
@@ -74,30 +77,35 @@ def measure_bare(replay: dict, cameras: list[str], size: int) -> float:
     return len(replay["ctrl"]) / elapsed
 
 
-def measure_robosuite(cameras: int, size: int, steps: int) -> float:
-    import robosuite
-
-    names = ["agentview", "robot0_eye_in_hand"][:cameras]
-    env = robosuite.make(
-        "Lift", robots="Panda", has_renderer=False, has_offscreen_renderer=bool(cameras),
-        use_camera_obs=bool(cameras), camera_names=names or "agentview", camera_heights=size,
-        camera_widths=size, control_freq=20, horizon=steps + 1, ignore_done=True,  # a huge horizon slows it 6x
-    )
-    env.reset()
+def measure_adapter(task: str, cameras: list[str], size: int, steps: int, blocks: int = 6) -> dict:
+    """Our adapter and the robosuite env inside it, the same random actions, alternating blocks of steps (a
+    shared, noisy machine drifts: alternation gives both sides the same conditions)."""
+    env = make_env(EnvConfig(task=task, cameras=cameras, image_size=size, terminate_on_success=False,
+                             max_steps=10**9))
+    inner = env.unwrapped.rs
+    env.reset(seed=0)
     rng = np.random.default_rng(0)
-    low, high = env.action_spec
-    start = time.perf_counter()
-    for _ in range(steps):
-        env.step(rng.uniform(low, high))
-    elapsed = time.perf_counter() - start
+    per_block = max(1, steps // blocks)
+    spent = {"adapter": 0.0, "direct": 0.0}
+    for block in range(2 * blocks):
+        actions = rng.uniform(-1, 1, (per_block, 7)).astype(np.float32)
+        side = "adapter" if block % 2 == 0 else "direct"
+        step = env.step if side == "adapter" else inner.step
+        start = time.perf_counter()
+        for action in actions:
+            step(action)
+        spent[side] += time.perf_counter() - start
     env.close()
-    return steps / elapsed
+    ours, theirs = per_block * blocks / spent["adapter"], per_block * blocks / spent["direct"]
+    return {"adapter_steps_per_s": round(ours, 1), "direct_steps_per_s": round(theirs, 1),
+            "overhead": round(1 - ours / theirs, 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--tasks", default=",".join(task_names()))
+    parser.add_argument("--tasks", default=",".join(t for t in task_names() if get_task(t).suite == "native"))
+    parser.add_argument("--robosuite", default="robosuite/Lift", help="robosuite tasks through the adapter ('' none)")
     args = parser.parse_args()
 
     result: dict = {
@@ -106,7 +114,7 @@ def main() -> None:
         "steps": args.steps,
         "tasks": {},
     }
-    for task in args.tasks.split(","):
+    for task in filter(None, args.tasks.split(",")):
         rows = {}
         for name, (cameras, size) in SETTINGS.items():
             ours, replay = measure_env(task, cameras, size, args.steps)
@@ -114,21 +122,16 @@ def main() -> None:
             rows[name] = {"env_steps_per_s": round(ours, 1), "bare_steps_per_s": round(bare, 1),
                           "ratio": round(ours / bare, 3)}
         result["tasks"][task] = rows
-    try:
-        import robosuite  # noqa: F401
-    except ImportError:
-        result["robosuite_lift"] = "robosuite is not installed (pip install 'robot-rl[robosuite]')"
-    else:
-        rows = {}
-        for name, (cams, size) in SETTINGS.items():
-            theirs = measure_robosuite(len(cams), size, args.steps)
-            rows[name] = {"env_steps_per_s": round(theirs, 1)}
-            if "lift" in result["tasks"]:
-                rows[name]["our_lift_ratio"] = round(result["tasks"]["lift"][name]["env_steps_per_s"] / theirs, 2)
-        result["robosuite_lift"] = {
-            "note": "robosuite Panda Lift, OSC at 20 Hz, its default rendering; ours at 10 Hz, shadows off",
-            **rows,
-        }
+    robosuite_tasks = list(filter(None, args.robosuite.split(",")))
+    if robosuite_tasks:
+        try:
+            import robosuite  # noqa: F401
+        except ImportError:
+            result["robosuite"] = "robosuite is not installed here: run this from .venv-robosuite (make test builds it)"
+        else:
+            result["robosuite"] = {
+                task: {name: measure_adapter(task, cameras, size, args.steps) for name, (cameras, size) in
+                       SETTINGS.items()} for task in robosuite_tasks}
     print(json.dumps(result, indent=2))
 
 

@@ -43,23 +43,33 @@ def push_store(tmp_path: Path, push_episodes) -> Path:
     return path
 
 
-def _robosuite_missing() -> str | None:
-    """Why robosuite tests cannot run in this interpreter, or None when they can."""
+def _missing(package: str, venv: str) -> str | None:
+    """Why tests that need ``package`` cannot run in this interpreter, or None when they can."""
     import importlib.util
 
-    if importlib.util.find_spec("robosuite") is not None:
+    if importlib.util.find_spec(package) is not None:
         return None
-    why = Path(__file__).resolve().parents[1] / ".venv-robosuite" / "UNAVAILABLE"
+    why = Path(__file__).resolve().parents[1] / venv / "UNAVAILABLE"
     if why.exists():
-        return f"robosuite could not be installed here (see {why})"
-    return "robosuite is not installed in this venv: `make test` runs these tests in .venv-robosuite"
+        return f"{package} could not be installed here (see {why})"
+    return f"{package} is not installed in this venv: `make test` runs these tests in {venv}"
+
+
+def _libero_missing() -> str | None:
+    missing = _missing("libero", ".venv-libero")
+    if missing is None:
+        from robot_rl.envs.libero.env import assets_dir
+
+        if not (assets_dir() / "scenes").is_dir():
+            return f"LIBERO's scene assets are not at {assets_dir()} (set LIBERO_ASSETS; see ../shared/libero-assets)"
+    return missing
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = _robosuite_missing()
-    if missing is None:
-        return
-    skip = pytest.mark.skip(reason=missing)
-    for item in items:
-        if "robosuite" in item.keywords:
-            item.add_marker(skip)
+    for marker, why in (("robosuite", _missing("robosuite", ".venv-robosuite")), ("libero", _libero_missing())):
+        if why is None:
+            continue
+        skip = pytest.mark.skip(reason=why)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

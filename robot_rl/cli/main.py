@@ -238,6 +238,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from robot_rl.runtime.training.evaluate import EVAL_SEED, env_config_for, evaluate, load_checkpoint
 
     policy, saved_env = load_checkpoint(args.checkpoint)
+    if args.suite:
+        return _eval_suite(policy, saved_env, args)
     task = args.task or (saved_env or {}).get("task")
     if task is None:
             raise ConfigError("pass --task: the checkpoint does not record the task of its demos")
@@ -258,6 +260,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               f"{result['episodes']} episodes, mean length {result['mean_length']:.1f}{latency}")
         if args.record:
             print(f"episodes committed to {args.record}")
+    return 0
+
+
+def _eval_suite(policy, saved_env, args: argparse.Namespace) -> int:
+    """Every task of a suite (``--suite libero_spatial``): the per-task table as CSV, JSON and a bar plot."""
+    from robot_rl.runtime.training.evaluate import EVAL_SEED, env_config_for
+    from robot_rl.runtime.training.suite_eval import evaluate_suite
+
+    if args.task or args.record or args.video or args.temporal_ensemble is not None:
+        raise ConfigError("--suite evaluates every task of the suite: drop --task, --record, --video and "
+                          "--temporal-ensemble")
+    base = env_config_for(policy, args.suite, saved_env)
+    seed = args.seed if args.seed is not None else EVAL_SEED
+    out = args.out or f"data/eval_{args.suite}"
+    result = evaluate_suite(policy, base, args.suite, args.episodes, out, seed, steps=args.steps,
+                            progress=not args.quiet and not args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        low, high = result["success_ci95"]
+        for row in result["per_task"]:
+            print(f"{row['task']}: success {row['success_rate']:.3f} over {row['episodes']} episodes  "
+                  f"({row['instruction']})")
+        print(f"{args.suite}: success {result['success_rate']:.3f} (95% CI {low:.2f}-{high:.2f}) over "
+              f"{result['tasks']} tasks; table in {result['csv']}, {result['json']}, {result['plot']}")
     return 0
 
 
@@ -473,7 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a policy in its task's env")
     p.add_argument("--checkpoint", required=True, help="run folder or saved-policy folder")
     p.add_argument("--task", default=None, help="task (default: the one its demos came from)")
-    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--suite", default=None, help="every task of a suite (libero_spatial, libero_object, "
+                   "libero_goal, libero_10, libero_90): a per-task table (CSV, JSON, bar plot) in --out")
+    p.add_argument("--out", default=None, help="folder of the --suite table (default data/eval_<suite>)")
+    p.add_argument("--episodes", type=int, default=50, help="episodes (per task with --suite; default 50)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the policy's)")
     p.add_argument("--temporal-ensemble", type=float, default=None, metavar="M",
                    help="query every step and average chunks with weights exp(-M i) (ACT)")

@@ -1,6 +1,7 @@
 """Environments: one gymnasium interface with dict observations, and the task registry."""
 
 from robot_rl.envs import (
+    libero,  # noqa: F401  (registers LIBERO's suites; LIBERO is imported on use)
     native,  # noqa: F401  (registers the native tasks)
     robosuite,  # noqa: F401  (registers the robosuite tasks; robosuite is imported on use)
 )

@@ -50,6 +50,31 @@ def import_robosuite():
     return robosuite, load_composite_controller_config
 
 
+def pack_observation(obs: dict[str, Any], joint_pos: np.ndarray, joint_vel: np.ndarray, cameras: list[str],
+                     rs_cameras: list[str]) -> dict[str, Any]:
+    """A robosuite observation dict (1.4 or 1.5, single arm) in our layout (see the module docstring)."""
+    quat_xyzw = np.asarray(obs["robot0_eef_quat"], np.float64)
+    quat = np.array([quat_xyzw[3], *quat_xyzw[:3]])
+    if quat[0] < 0:  # q and -q are one rotation: keep the features continuous
+        quat = -quat
+    grip = obs["robot0_gripper_qpos"]
+    state = np.concatenate([obs["robot0_eef_pos"], quat, [grip[0] - grip[1]], joint_pos, joint_vel])
+    out: dict[str, Any] = {"state": state.astype(np.float32)}
+    if cameras:  # robosuite renders in OpenGL's convention: bottom row first
+        out["images"] = {c: np.ascontiguousarray(obs[f"{rs}_image"][::-1]) for c, rs in zip(cameras, rs_cameras)}
+    return out
+
+
+def check_action(action: np.ndarray) -> np.ndarray:
+    """The action as float64 (7,), or a ConfigError naming what is wrong with it."""
+    action = np.asarray(action, dtype=np.float64).reshape(-1)
+    if action.shape != (ACTION_DIM,):
+        raise ConfigError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+    if not np.all(np.isfinite(action)):
+        raise ConfigError(f"action contains NaN or inf: {action.tolist()}")
+    return np.clip(action, -1.0, 1.0)
+
+
 class RobosuiteEnv(gym.Env):
     """One robosuite environment (``Lift``, ``PickPlaceCan``, ...) as a gymnasium Env with dict observations."""
 
@@ -116,14 +141,10 @@ class RobosuiteEnv(gym.Env):
         return self._observation(), self._info(bool(self.rs._check_success()))
 
     def step(self, action: np.ndarray):
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (ACTION_DIM,):
-            raise ConfigError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ConfigError(f"action contains NaN or inf: {action.tolist()}")
+        action = check_action(action)
         if not self._obs:
             raise ConfigError("step() called before reset()")
-        self._obs, _, _, _ = self.rs.step(np.clip(action, -1.0, 1.0))
+        self._obs, _, _, _ = self.rs.step(action)
         self._steps += 1
         success = bool(self.rs._check_success())
         terminated = success and self.config.terminate_on_success
@@ -168,20 +189,9 @@ class RobosuiteEnv(gym.Env):
         return {"success": success, "instruction": self.instruction, "task": f"robosuite/{self.env_name}"}
 
     def _observation(self) -> dict[str, Any]:
-        obs = self._obs
-        quat_xyzw = np.asarray(obs["robot0_eef_quat"], np.float64)
-        quat = np.array([quat_xyzw[3], *quat_xyzw[:3]])
-        if quat[0] < 0:  # q and -q are one rotation: keep the features continuous
-            quat = -quat
         data = self.rs.sim.data
-        state = np.concatenate([obs["robot0_eef_pos"], quat, [obs["robot0_gripper_qpos"][0] -
-                                                              obs["robot0_gripper_qpos"][1]],
-                                data.qpos[self._arm_qpos], data.qvel[self._arm_qvel]]).astype(np.float32)
-        out: dict[str, Any] = {"state": state}
-        if self.cameras:  # robosuite renders in OpenGL's convention: bottom row first
-            out["images"] = {c: np.ascontiguousarray(obs[f"{rs}_image"][::-1])
-                             for c, rs in zip(self.cameras, self._rs_cameras)}
-        return out
+        return pack_observation(self._obs, data.qpos[self._arm_qpos], data.qvel[self._arm_qvel],
+                                self.cameras, self._rs_cameras)
 
     def __del__(self) -> None:
         try:
