@@ -5,10 +5,12 @@ Prints one JSON object. ``ratio`` is our env's steps/s over the bare loop's in t
 control (IK), observation packing and the gymnasium API. The bare loop replays the env's own
 initial state and actuator controls, so both simulate the same contacts. ``robosuite.<task>.<setting>``: the
 adapter's ``env.step`` against ``step`` of the very robosuite env inside it (same controller, cameras, render
-flags), alternated in blocks; ``overhead`` = 1 - adapter/direct. Run it from the robosuite venv for those rows::
+flags), alternated in blocks; ``overhead`` = 1 - adapter/direct; ``libero.<task>`` likewise against LIBERO's
+``OffScreenRenderEnv.step``. Run it from the robosuite / LIBERO venv for those rows::
 
     python benchmarks/env_throughput.py [--steps 300] [--tasks push,lift] [--robosuite robosuite/Lift]
     .venv-robosuite/bin/python benchmarks/env_throughput.py --tasks lift --robosuite robosuite/Lift,robosuite/Stack
+    .venv-libero/bin/python benchmarks/env_throughput.py --tasks "" --robosuite "" --libero libero_spatial/0
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def measure_adapter(task: str, cameras: list[str], size: int, steps: int, blocks
     shared, noisy machine drifts: alternation gives both sides the same conditions)."""
     env = make_env(EnvConfig(task=task, cameras=cameras, image_size=size, terminate_on_success=False,
                              max_steps=10**9))
-    inner = env.unwrapped.rs
+    inner = getattr(env.unwrapped, "libero", None) or env.unwrapped.rs  # what the adapter steps
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     per_block = max(1, steps // blocks)
@@ -106,6 +108,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--tasks", default=",".join(t for t in task_names() if get_task(t).suite == "native"))
     parser.add_argument("--robosuite", default="robosuite/Lift", help="robosuite tasks through the adapter ('' none)")
+    parser.add_argument("--libero", default="libero_spatial/0", help="LIBERO tasks through the adapter ('' none)")
     args = parser.parse_args()
 
     result: dict = {
@@ -132,6 +135,16 @@ def main() -> None:
             result["robosuite"] = {
                 task: {name: measure_adapter(task, cameras, size, args.steps) for name, (cameras, size) in
                        SETTINGS.items()} for task in robosuite_tasks}
+    libero_tasks = list(filter(None, args.libero.split(",")))
+    if libero_tasks:
+        import importlib.util
+
+        if importlib.util.find_spec("libero") is None:
+            result["libero"] = "LIBERO is not installed here: run this from .venv-libero (make test builds it)"
+        else:
+            result["libero"] = {
+                task: {name: measure_adapter(task, cameras, size, args.steps) for name, (cameras, size) in
+                       SETTINGS.items()} for task in libero_tasks}
     print(json.dumps(result, indent=2))
 
 
