@@ -128,7 +128,8 @@ class LiberoEnv(gym.Env):
             self.libero = offscreen_env(
                 bddl_file_name=str(bddl_root / task.problem_folder / task.bddl_file),
                 camera_heights=config.image_size, camera_widths=config.image_size,
-                camera_names=self._rs_cameras or ["agentview"], control_freq=config.control_hz,
+                camera_names=self._rs_cameras or ["agentview"], use_camera_obs=bool(self.cameras),
+                control_freq=config.control_hz,
                 hard_reset=False)  # a hard reset rebuilds the scene from XML: ~1.4 s a reset
         except Exception as exc:
             raise ConfigError(f"LIBERO could not build {self.task_name} with cameras {self._rs_cameras}: "
