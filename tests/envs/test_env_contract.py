@@ -27,20 +27,23 @@ def _param(task: str):
     return pytest.param(task, marks=marks, id=task)
 
 
-ROBOT = "ros_robot"  # a RosRobotEnv talking to an EnvBridge around the push task, over the in-process transport
+ROBOT = "ros_robot:"  # a RosRobotEnv talking to an EnvBridge around a task's env, over the in-process transport
 # LIBERO's 130 tasks are a family, not listed one by one: one stands for them here (they share one adapter;
 # every task of the four headline suites is built, reset to its init states and stepped in test_libero.py)
 LIBERO = [pytest.param("libero_spatial/0", marks=[pytest.mark.libero], id="libero_spatial/0")]
-TASKS = [_param(t) for t in task_names()] + LIBERO + [pytest.param(ROBOT, id=ROBOT)]
+TASKS = [_param(t) for t in task_names()] + LIBERO + [
+    pytest.param(ROBOT + "push", id="ros_robot:push"),
+    pytest.param(ROBOT + "robosuite/Lift", marks=[pytest.mark.robosuite], id="ros_robot:robosuite/Lift"),
+    pytest.param(ROBOT + "libero_spatial/0", marks=[pytest.mark.libero], id="ros_robot:libero_spatial/0")]
 
 
 class _Robot:
-    """The robot env and the bridge behind it, closed together."""
+    """The robot env and the bridge behind it (around ``task``'s env), closed together."""
 
-    def __init__(self, **overrides) -> None:
+    def __init__(self, task: str, **overrides) -> None:
         self.transport = InProcTransport(InProcBus())
-        self.bridge = EnvBridge(make_env(EnvConfig(task="push", image_size=SMALL_IMAGE, **overrides)), self.transport,
-                                BridgeConfig(realtime=False))
+        config = EnvConfig(task=task, image_size=SMALL_IMAGE, **overrides)
+        self.bridge = EnvBridge(lambda: make_env(config), self.transport, BridgeConfig(realtime=False))  # built there
         self.env = RosRobotEnv(self.transport, timeout_s=10)
 
     def close(self) -> None:
@@ -50,8 +53,8 @@ class _Robot:
 
 def _make(task: str, **overrides):
     """(env, closer) for a registry entry or the robot env."""
-    if task == ROBOT:
-        robot = _Robot(**overrides)
+    if task.startswith(ROBOT):
+        robot = _Robot(task[len(ROBOT):], **overrides)
         return robot.env, robot.close
     env = make_env(EnvConfig(task=task, image_size=SMALL_IMAGE, **overrides))
     return env, env.close
@@ -133,9 +136,10 @@ def test_reset_after_truncated_and_after_terminated(task):
         assert env.step(zero)[0]["state"].shape == obs["state"].shape
     finally:
         close()
-    if task != ROBOT and get_task(task).make_expert is None:
+    robot_task = task[len(ROBOT):] if task.startswith(ROBOT) else None
+    if robot_task is None and get_task(task).make_expert is None:
         return  # no way to reach success without a policy: truncation above is its contract
-    robot = _Robot(cameras=[]) if task == ROBOT else None
+    robot = _Robot(robot_task, cameras=[]) if robot_task else None
     env, close = (robot.env, robot.close) if robot else _make(task, cameras=[])
     try:
         env.reset(seed=0)

@@ -22,7 +22,14 @@ import numpy as np
 
 from robot_rl.config.env import EnvConfig
 from robot_rl.core.errors import ConfigError
-from robot_rl.envs.robosuite.env import ACTION_DIM, CAMERAS, STATE_NAMES, check_action, pack_observation
+from robot_rl.envs.robosuite.env import (
+    ACTION_DIM,
+    CAMERAS,
+    STATE_NAMES,
+    check_action,
+    pack_observation,
+    quiet_renderer,
+)
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 # episode limits the LIBERO evaluations use (at LIBERO's 20 Hz); scaled to the env's control rate
@@ -146,17 +153,11 @@ class LiberoEnv(gym.Env):
         robot = self.rs.robots[0]
         self._arm_qpos = np.asarray(robot._ref_joint_pos_indexes)
         self._arm_qvel = np.asarray(robot._ref_joint_vel_indexes)
-        self._steps, self._obs = 0, {}
+        self._steps, self._obs, self._render_owner = 0, {}, {}
         self._quiet_renderer()
 
     def _quiet_renderer(self) -> None:
-        ctx = getattr(self.rs.sim, "_render_context_offscreen", None)
-        if ctx is None:
-            return
-        import mujoco
-
-        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.config.shadows
-        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = self.config.shadows
+        quiet_renderer(self.rs.sim, self._render_owner, self.config.shadows, bool(self.cameras))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -166,11 +167,11 @@ class LiberoEnv(gym.Env):
             which = (seed or 0) % n
         if not 0 <= int(which) < n:
             raise ConfigError(f"{self.task_name} has init states 0..{n - 1}, got {which}")
+        self._quiet_renderer()
         self.libero.seed(int(seed or 0))
         self.libero.reset()
         self._forget_last_episode()
         self._obs = self.libero.set_init_state(self.init_states[int(which)])
-        self._quiet_renderer()
         self._steps, self.init_state = 0, int(which)
         return self._observation(), self._info(bool(self.rs._check_success()))
 
@@ -188,6 +189,7 @@ class LiberoEnv(gym.Env):
         action = check_action(action)
         if not self._obs:
             raise ConfigError("step() called before reset()")
+        self._quiet_renderer()
         self._obs, _, _, _ = self.libero.step(action)
         self._steps += 1
         success = bool(self.rs._check_success())
@@ -210,6 +212,10 @@ class LiberoEnv(gym.Env):
     @property
     def state_names(self) -> tuple[str, ...]:
         return STATE_NAMES
+
+    @property
+    def joint_names(self) -> list[str]:
+        return [self.rs.sim.model.joint_id2name(i) for i in self.rs.robots[0]._ref_joint_indexes]
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         data = self.rs.sim.data

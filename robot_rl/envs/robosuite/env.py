@@ -50,6 +50,25 @@ def import_robosuite():
     return robosuite, load_composite_controller_config
 
 
+def quiet_renderer(sim, owner: dict, shadows: bool, cameras: bool) -> None:
+    """Shadows and reflections off unless asked for (they cost ~10x on a CPU renderer); and a clear error where
+    an env with cameras is stepped on another thread than the one that built it: robosuite's EGL context renders
+    only there (elsewhere it reads garbage frames). ``owner`` holds the building thread."""
+    import threading
+
+    import mujoco
+
+    here = threading.get_ident()
+    if cameras and owner.setdefault("thread", here) != here:
+        raise ConfigError("robosuite renders only on the thread that built the env, and this call came from "
+                          "another: build it on the thread that steps it (EnvBridge takes a factory: "
+                          "EnvBridge(lambda: make_env(config), transport))")
+    ctx = getattr(sim, "_render_context_offscreen", None)
+    if ctx is not None:
+        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = shadows
+        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = shadows
+
+
 def pack_observation(obs: dict[str, Any], joint_pos: np.ndarray, joint_vel: np.ndarray, cameras: list[str],
                      rs_cameras: list[str]) -> dict[str, Any]:
     """A robosuite observation dict (1.4 or 1.5, single arm) in our layout (see the module docstring)."""
@@ -118,25 +137,19 @@ class RobosuiteEnv(gym.Env):
         self._joint_names = [self.rs.sim.model.joint_id2name(i) for i in robot_model._ref_joint_indexes]
         self._steps = 0
         self._obs: dict[str, Any] = {}
+        self._render_owner: dict = {}
         self._quiet_renderer()
 
     def _quiet_renderer(self) -> None:
-        """Shadows and reflections cost ~10x on a CPU renderer: off unless asked for."""
-        ctx = getattr(self.rs.sim, "_render_context_offscreen", None)
-        if ctx is None:
-            return
-        import mujoco
-
-        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.config.shadows
-        ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = self.config.shadows
+        quiet_renderer(self.rs.sim, self._render_owner, self.config.shadows, bool(self.cameras))
 
     # ----------------------------------------------------------------------------------------- API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if seed is not None:  # robosuite's placement samplers and robot init noise share this generator
             self.rs.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
-        self._obs = self.rs.reset()
         self._quiet_renderer()
+        self._obs = self.rs.reset()
         self._steps = 0
         return self._observation(), self._info(bool(self.rs._check_success()))
 
@@ -144,6 +157,7 @@ class RobosuiteEnv(gym.Env):
         action = check_action(action)
         if not self._obs:
             raise ConfigError("step() called before reset()")
+        self._quiet_renderer()
         self._obs, _, _, _ = self.rs.step(action)
         self._steps += 1
         success = bool(self.rs._check_success())

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +73,32 @@ def state_names(env: gym.Env, dim: int) -> list[str]:
 
 class EnvBridge:
     """Serves ``env`` on ``transport`` until :meth:`close`, which also closes the env. Every env call runs
-    on the bridge's thread. ``control_hz`` defaults to the env's rate."""
+    on the bridge's thread; pass a factory (``lambda: make_env(config)``) to build the env there too, as envs
+    whose renderer is bound to its thread need (robosuite, LIBERO). ``control_hz`` defaults to the env's rate."""
 
-    def __init__(self, env: gym.Env, transport: Transport, config: BridgeConfig | None = None,
+    def __init__(self, env: gym.Env | Callable[[], gym.Env], transport: Transport, config: BridgeConfig | None = None,
                  control_hz: float | None = None) -> None:
-        self.env, self.transport = env, transport
+        self.transport = transport
+        self._closed, self._serving = threading.Event(), threading.Event()
+        self._built: queue.SimpleQueue = queue.SimpleQueue()
+        factory = None if isinstance(env, gym.Env) else env
+        self.env = env if factory is None else None
+        self._thread = threading.Thread(target=self._run, args=(factory,), name="env-bridge", daemon=True)
+        self._thread.start()
+        if factory is not None:
+            built = self._built.get()
+            if isinstance(built, BaseException):
+                raise built
+            self.env = built
+        try:
+            self._setup(self.env, transport, config, control_hz)
+        except BaseException:
+            self._closed.set()
+            self._serving.set()
+            raise
+        self._serving.set()
+
+    def _setup(self, env: gym.Env, transport: Transport, config: BridgeConfig | None, control_hz: float | None) -> None:
         self.cfg = config or BridgeConfig()
         self.cfg.validate()
         self.topics = self.cfg.topics
@@ -105,7 +127,6 @@ class EnvBridge:
         self._teleop_at = 0.0
         self.episode, self.steps, self.active = -1, 0, False
         self._wake = threading.Event()
-        self._closed = threading.Event()
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
 
         # Reliable writers match reliable and best-effort readers alike.
@@ -121,8 +142,6 @@ class EnvBridge:
             transport.subscribe(self.topics.label, String, self._on_label),
         ]
         self._service = ServiceServer(transport, self.topics.episode, self._on_request)
-        self._thread = threading.Thread(target=self._run, name="env-bridge", daemon=True)
-        self._thread.start()
 
     # ------------------------------------------------------------------------------------ inputs
     def _on_action(self, msg: Float64MultiArray) -> None:
@@ -243,9 +262,18 @@ class EnvBridge:
         hold[self.cfg.absolute_dims] = self._last_action[self.cfg.absolute_dims]
         return hold
 
-    def _run(self) -> None:
+    def _run(self, factory: Callable[[], gym.Env] | None) -> None:
+        if factory is not None:
+            try:
+                self.env = factory()
+            except BaseException as exc:  # noqa: BLE001 - raised in the constructor
+                self._built.put(exc)
+                return
+            self._built.put(self.env)
+        self._serving.wait()
         try:
-            self._loop()
+            if not self._closed.is_set():
+                self._loop()
         finally:
             self.env.close()  # on the thread that made its renderers
 

@@ -22,11 +22,12 @@ DEFAULTS = {
 
 
 def build(transport, p, logger):
-    env = make_env(EnvConfig(task=p["task"], cameras=list(p["cameras"]), image_size=p["image_size"],
-                             control_hz=p["control_hz"], max_steps=p["max_steps"] or None))
+    env_config = EnvConfig(task=p["task"], cameras=list(p["cameras"]), image_size=p["image_size"],
+                           control_hz=p["control_hz"], max_steps=p["max_steps"] or None)
     cfg = BridgeConfig(topics=RobotTopics(p["namespace"], p["image_transport"]), realtime=p["realtime"],
                        action_timeout_s=p["action_timeout_s"], action_limit=p["action_limit"])
-    return EnvBridge(env, transport, cfg, control_hz=p["control_hz"])
+    # built on the bridge's thread: robosuite's and LIBERO's renderers work only on the thread that made them
+    return EnvBridge(lambda: make_env(env_config), transport, cfg, control_hz=p["control_hz"])
 
 
 def main(args=None):
