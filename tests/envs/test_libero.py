@@ -17,8 +17,6 @@ from robot_rl.envs import get_task, make_env
 
 pytestmark = pytest.mark.libero
 HEADLINE = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-# CI resets every task to its first and last init state and three more; ROBOT_RL_LIBERO_INIT_STATES=all: to each
-ALL_INIT_STATES = os.environ.get("ROBOT_RL_LIBERO_INIT_STATES") == "all"
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +31,12 @@ def test_every_task_builds_resets_to_its_init_states_and_steps(suite):
 
     tasks = suite_tasks(suite)
     assert len(tasks) == 10
-    rng = np.random.default_rng(0)
     for task in tasks:
         env = make_env(EnvConfig(task=task, cameras=[]))
         try:
             n = len(env.unwrapped.init_states)
             assert n == 50, f"{task} has {n} init states"
-            which = range(n) if ALL_INIT_STATES else sorted({0, n - 1, *rng.choice(n, 3, replace=False).tolist()})
-            for i in which:
+            for i in range(n):  # ~0.05 s each without cameras
                 obs, info = env.reset(options={"init_state": i})
                 assert info["instruction"] == get_task(task).instruction and info["instruction"], task
                 assert env.unwrapped.init_state == i and not info["success"]
