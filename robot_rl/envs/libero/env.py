@@ -17,19 +17,11 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # must precede the first import of mujoco
 
-import gymnasium as gym
 import numpy as np
 
 from robot_rl.config.env import EnvConfig
 from robot_rl.core.errors import ConfigError
-from robot_rl.envs.robosuite.env import (
-    ACTION_DIM,
-    CAMERAS,
-    STATE_NAMES,
-    check_action,
-    pack_observation,
-    quiet_renderer,
-)
+from robot_rl.envs.robosuite.env import RobosuiteBackedEnv
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 # episode limits the LIBERO evaluations use (at LIBERO's 20 Hz); scaled to the env's control rate
@@ -111,26 +103,19 @@ def task_instruction(suite: str, index: int) -> str:
     return _benchmark(suite).get_task(index).language
 
 
-class LiberoEnv(gym.Env):
+class LiberoEnv(RobosuiteBackedEnv):
     """One LIBERO task as a gymnasium Env with dict observations and sparse success reward."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-
     def __init__(self, suite: str, index: int, config: EnvConfig, render_mode: str | None = None) -> None:
-        config.validate()
-        if render_mode not in (None, "rgb_array"):
-            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         _, offscreen_env, bddl_root = import_libero()
         bench = _benchmark(suite)
         if not 0 <= index < bench.n_tasks:
             raise ConfigError(f"{suite} has tasks 0..{bench.n_tasks - 1}, got {index}")
         task = bench.get_task(index)
-        self.suite, self.index, self.config, self.render_mode = suite, index, config, render_mode
-        self.task_name, self.instruction = f"{suite}/{index}", task.language
+        self._configure(config, render_mode, f"{suite}/{index}", task.language,
+                        int(round(MAX_STEPS_20HZ[suite] * config.control_hz / 20)))
+        self.suite, self.index = suite, index
         self.init_states = np.asarray(bench.get_task_init_states(index))
-        self.max_steps = config.max_steps or int(round(MAX_STEPS_20HZ[suite] * config.control_hz / 20))
-        self.cameras = list(config.cameras)
-        self._rs_cameras = [CAMERAS.get(c, c) for c in self.cameras]
         try:
             self.libero = offscreen_env(
                 bddl_file_name=str(bddl_root / task.problem_folder / task.bddl_file),
@@ -141,23 +126,7 @@ class LiberoEnv(gym.Env):
         except Exception as exc:
             raise ConfigError(f"LIBERO could not build {self.task_name} with cameras {self._rs_cameras}: "
                               f"{exc}") from exc
-        self.rs = self.libero.env  # the robosuite 1.4 env inside
-        self.metadata = {**self.metadata, "render_fps": config.control_hz}
-        size = config.image_size
-        spaces: dict[str, gym.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_NAMES),), np.float32)}
-        if self.cameras:
-            spaces["images"] = gym.spaces.Dict(
-                {c: gym.spaces.Box(0, 255, (size, size, 3), np.uint8) for c in self.cameras})
-        self.observation_space = gym.spaces.Dict(spaces)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
-        robot = self.rs.robots[0]
-        self._arm_qpos = np.asarray(robot._ref_joint_pos_indexes)
-        self._arm_qvel = np.asarray(robot._ref_joint_vel_indexes)
-        self._steps, self._obs, self._render_owner = 0, {}, {}
-        self._quiet_renderer()
-
-    def _quiet_renderer(self) -> None:
-        quiet_renderer(self.rs.sim, self._render_owner, self.config.shadows, bool(self.cameras))
+        self._bind(self.libero.env)  # the robosuite 1.4 env inside
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -185,52 +154,11 @@ class LiberoEnv(gym.Env):
                 gripper.current_action = np.zeros_like(gripper.current_action)
         self.rs.sim.data.qacc_warmstart[:] = 0
 
-    def step(self, action: np.ndarray):
-        action = check_action(action)
-        if not self._obs:
-            raise ConfigError("step() called before reset()")
-        self._quiet_renderer()
-        self._obs, _, _, _ = self.libero.step(action)
-        self._steps += 1
-        success = bool(self.rs._check_success())
-        terminated = success and self.config.terminate_on_success
-        truncated = self._steps >= self.max_steps and not terminated
-        return self._observation(), float(success), terminated, truncated, self._info(success)
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array":
-            return None
-        size = self.config.render_size
-        return self.rs.sim.render(camera_name="agentview", width=size, height=size)[::-1].copy()
+    def _advance(self, action: np.ndarray) -> dict[str, Any]:
+        return self.libero.step(action)[0]
 
     def close(self) -> None:
         libero = getattr(self, "libero", None)
         if libero is not None:
             libero.close()
-            self.libero = None
-
-    @property
-    def state_names(self) -> tuple[str, ...]:
-        return STATE_NAMES
-
-    @property
-    def joint_names(self) -> list[str]:
-        return [self.rs.sim.model.joint_id2name(i) for i in self.rs.robots[0]._ref_joint_indexes]
-
-    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
-        data = self.rs.sim.data
-        return data.qpos[self._arm_qpos].copy(), data.qvel[self._arm_qvel].copy()
-
-    def _info(self, success: bool) -> dict[str, Any]:
-        return {"success": success, "instruction": self.instruction, "task": self.task_name}
-
-    def _observation(self) -> dict[str, Any]:
-        data = self.rs.sim.data
-        return pack_observation(self._obs, data.qpos[self._arm_qpos], data.qvel[self._arm_qvel], self.cameras,
-                                self._rs_cameras)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+            self.libero = self.rs = None

@@ -94,35 +94,22 @@ def check_action(action: np.ndarray) -> np.ndarray:
     return np.clip(action, -1.0, 1.0)
 
 
-class RobosuiteEnv(gym.Env):
-    """One robosuite environment (``Lift``, ``PickPlaceCan``, ...) as a gymnasium Env with dict observations."""
+class RobosuiteBackedEnv(gym.Env):
+    """What the robosuite and LIBERO adapters share: spaces, stepping, our observation, rendering, joints. A
+    subclass calls :meth:`_configure`, builds the robosuite env, :meth:`_bind`s it, and may override
+    :meth:`_advance` (how one action is stepped) and :meth:`close`."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, env_name: str, instruction: str, max_steps: int, config: EnvConfig,
-                 render_mode: str | None = None, robot: str = "Panda", privileged=None) -> None:
+    def _configure(self, config: EnvConfig, render_mode: str | None, task_name: str, instruction: str,
+                   max_steps: int) -> None:
         config.validate()
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        suite, controller_config = import_robosuite()
-        self.env_name, self.config, self.render_mode, self.instruction = env_name, config, render_mode, instruction
+        self.config, self.render_mode, self.task_name, self.instruction = config, render_mode, task_name, instruction
         self.max_steps = config.max_steps or max_steps
-        self._privileged = privileged
         self.cameras = list(config.cameras)
         self._rs_cameras = [CAMERAS.get(c, c) for c in self.cameras]
-        try:
-            self.rs = suite.make(
-                env_name, robots=robot, controller_configs=controller_config(controller="BASIC", robot=robot),
-                has_renderer=False, has_offscreen_renderer=bool(self.cameras) or render_mode is not None,
-                use_camera_obs=bool(self.cameras), camera_names=self._rs_cameras or "agentview",
-                camera_heights=config.image_size, camera_widths=config.image_size, control_freq=config.control_hz,
-                horizon=10**9, ignore_done=True, hard_reset=False, reward_shaping=False, seed=0)
-        except Exception as exc:  # robosuite raises bare Exceptions / ValueErrors for unknown names
-            raise ConfigError(f"robosuite could not build {env_name!r} with cameras {self._rs_cameras}: {exc}") from exc
-        if len(self.rs.robots) != 1 or self.rs.action_dim != ACTION_DIM:
-            self.rs.close()
-            raise ConfigError(f"robosuite/{env_name} has {len(self.rs.robots)} robots and a {self.rs.action_dim}-D "
-                              f"action; this adapter drives one arm with a {ACTION_DIM}-D end-effector action")
         self.metadata = {**self.metadata, "render_fps": config.control_hz}
         size = config.image_size
         spaces: dict[str, gym.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (len(STATE_NAMES),), np.float32)}
@@ -131,34 +118,28 @@ class RobosuiteEnv(gym.Env):
                 {c: gym.spaces.Box(0, 255, (size, size, 3), np.uint8) for c in self.cameras})
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
-        robot_model = self.rs.robots[0]
-        self._arm_qpos = np.asarray(robot_model._ref_joint_pos_indexes)
-        self._arm_qvel = np.asarray(robot_model._ref_joint_vel_indexes)
-        self._joint_names = [self.rs.sim.model.joint_id2name(i) for i in robot_model._ref_joint_indexes]
-        self._steps = 0
-        self._obs: dict[str, Any] = {}
-        self._render_owner: dict = {}
+
+    def _bind(self, rs) -> None:
+        self.rs = rs
+        robot = rs.robots[0]
+        self._arm_qpos = np.asarray(robot._ref_joint_pos_indexes)
+        self._arm_qvel = np.asarray(robot._ref_joint_vel_indexes)
+        self._joint_names = [rs.sim.model.joint_id2name(i) for i in robot._ref_joint_indexes]
+        self._steps, self._obs, self._render_owner = 0, {}, {}
         self._quiet_renderer()
 
     def _quiet_renderer(self) -> None:
         quiet_renderer(self.rs.sim, self._render_owner, self.config.shadows, bool(self.cameras))
 
-    # ----------------------------------------------------------------------------------------- API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        if seed is not None:  # robosuite's placement samplers and robot init noise share this generator
-            self.rs.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
-        self._quiet_renderer()
-        self._obs = self.rs.reset()
-        self._steps = 0
-        return self._observation(), self._info(bool(self.rs._check_success()))
+    def _advance(self, action: np.ndarray) -> dict[str, Any]:
+        return self.rs.step(action)[0]
 
     def step(self, action: np.ndarray):
         action = check_action(action)
         if not self._obs:
             raise ConfigError("step() called before reset()")
         self._quiet_renderer()
-        self._obs, _, _, _ = self.rs.step(action)
+        self._obs = self._advance(action)
         self._steps += 1
         success = bool(self.rs._check_success())
         terminated = success and self.config.terminate_on_success
@@ -177,7 +158,6 @@ class RobosuiteEnv(gym.Env):
             rs.close()
             self.rs = None
 
-    # ------------------------------------------------------------------------------------ helpers
     @property
     def state_names(self) -> tuple[str, ...]:
         return STATE_NAMES
@@ -190,17 +170,8 @@ class RobosuiteEnv(gym.Env):
         data = self.rs.sim.data
         return data.qpos[self._arm_qpos].copy(), data.qvel[self._arm_qvel].copy()
 
-    def privileged_state(self) -> dict[str, np.ndarray]:
-        """Ground truth for the scripted experts (tool point, gripper, the task's objects); policies never see it."""
-        obs = self._obs
-        priv = {"tcp_pos": np.asarray(obs["robot0_eef_pos"], np.float64),
-                "gripper_width": float(obs["robot0_gripper_qpos"][0] - obs["robot0_gripper_qpos"][1])}
-        if self._privileged is not None:
-            priv.update(self._privileged(self.rs))
-        return priv
-
     def _info(self, success: bool) -> dict[str, Any]:
-        return {"success": success, "instruction": self.instruction, "task": f"robosuite/{self.env_name}"}
+        return {"success": success, "instruction": self.instruction, "task": self.task_name}
 
     def _observation(self) -> dict[str, Any]:
         data = self.rs.sim.data
@@ -212,3 +183,45 @@ class RobosuiteEnv(gym.Env):
             self.close()
         except Exception:
             pass
+
+
+class RobosuiteEnv(RobosuiteBackedEnv):
+    """One robosuite environment (``Lift``, ``PickPlaceCan``, ...) as a gymnasium Env with dict observations."""
+
+    def __init__(self, env_name: str, instruction: str, max_steps: int, config: EnvConfig,
+                 render_mode: str | None = None, robot: str = "Panda", privileged=None) -> None:
+        self._configure(config, render_mode, f"robosuite/{env_name}", instruction, max_steps)
+        suite, controller_config = import_robosuite()
+        self.env_name, self._privileged = env_name, privileged
+        try:
+            rs = suite.make(
+                env_name, robots=robot, controller_configs=controller_config(controller="BASIC", robot=robot),
+                has_renderer=False, has_offscreen_renderer=bool(self.cameras) or render_mode is not None,
+                use_camera_obs=bool(self.cameras), camera_names=self._rs_cameras or "agentview",
+                camera_heights=config.image_size, camera_widths=config.image_size, control_freq=config.control_hz,
+                horizon=10**9, ignore_done=True, hard_reset=False, reward_shaping=False, seed=0)
+        except Exception as exc:  # robosuite raises bare Exceptions / ValueErrors for unknown names
+            raise ConfigError(f"robosuite could not build {env_name!r} with cameras {self._rs_cameras}: {exc}") from exc
+        if len(rs.robots) != 1 or rs.action_dim != ACTION_DIM:
+            rs.close()
+            raise ConfigError(f"robosuite/{env_name} has {len(rs.robots)} robots and a {rs.action_dim}-D "
+                              f"action; this adapter drives one arm with a {ACTION_DIM}-D end-effector action")
+        self._bind(rs)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:  # robosuite's placement samplers and robot init noise share this generator
+            self.rs.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self._quiet_renderer()
+        self._obs = self.rs.reset()
+        self._steps = 0
+        return self._observation(), self._info(bool(self.rs._check_success()))
+
+    def privileged_state(self) -> dict[str, np.ndarray]:
+        """Ground truth for the scripted experts (tool point, gripper, the task's objects); policies never see it."""
+        obs = self._obs
+        priv = {"tcp_pos": np.asarray(obs["robot0_eef_pos"], np.float64),
+                "gripper_width": float(obs["robot0_gripper_qpos"][0] - obs["robot0_gripper_qpos"][1])}
+        if self._privileged is not None:
+            priv.update(self._privileged(self.rs))
+        return priv
