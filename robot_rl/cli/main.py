@@ -20,9 +20,13 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"name": t.name, "suite": t.suite, "instruction": t.instruction} for t in rows]))
         return 0
+    from robot_rl.envs.registry import task_families
+
     width = max(len(t.name) for t in rows)
     for t in rows:
         print(f"{t.name:<{width}}  [{t.suite}]  {t.instruction}")
+    print("also by name: " + ", ".join(f"{prefix}<{'env' if prefix == 'robosuite/' else 'index'}>"
+                                       for prefix in task_families()))
     return 0
 
 

@@ -49,6 +49,11 @@ def task_names() -> list[str]:
     return list(_TASKS)
 
 
+def task_families() -> list[str]:
+    """Prefixes of the tasks made by name on first use (``robosuite/``, ``libero_spatial/`` ...)."""
+    return list(_FAMILIES)
+
+
 def get_task(name: str) -> TaskSpec:
     if name not in _TASKS:
         for prefix, make_spec in _FAMILIES.items():
