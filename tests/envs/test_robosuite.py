@@ -19,7 +19,8 @@ pytestmark = pytest.mark.robosuite
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["robosuite/Lift", "robosuite/PickPlaceCan", "robosuite/Stack"])
 def test_expert_succeeds_in_nine_of_ten(task):
-    """Each scripted expert, with the CLI's default noise, succeeds in >= 18 of 20 seeded episodes."""
+    """Each scripted expert, with the CLI's default noise, succeeds in >= 18 of 20 seeded episodes (the square-nut
+    expert, 15 of 20 when measured, is checked only by the contract test's one episode ending in success)."""
     env = make_env(EnvConfig(task=task, cameras=[]))
     successes = 0
     try:

@@ -34,8 +34,14 @@ def _stack(rs) -> dict:
 
 def _square(rs) -> dict:
     nut = rs.nuts[rs.nut_to_id["square"]]
-    return {"nut_pos": np.array(rs.sim.data.body_xpos[rs.obj_body_id[nut.name]]),
-            "peg_pos": np.array(rs.sim.data.body_xpos[rs.peg1_body_id])}
+    body = rs.obj_body_id[nut.name]
+    x_axis = rs.sim.data.body_xmat[body].reshape(3, 3)[:, 0]  # the nut's handle points along its x axis
+    eef = rs.sim.data.site_xmat[rs.robots[0].eef_site_id["right"]].reshape(3, 3)
+    return {"nut_pos": np.array(rs.sim.data.body_xpos[body]),
+            "handle_pos": np.array(rs.sim.data.site_xpos[rs.sim.model.site_name2id(nut.important_sites["handle"])]),
+            "nut_yaw": float(np.arctan2(x_axis[1], x_axis[0])), "tcp_yaw": float(np.arctan2(eef[1, 0], eef[0, 0])),
+            "peg_pos": np.array(rs.sim.data.body_xpos[rs.peg1_body_id]), "table_z": float(rs.table_offset[2]),
+            "peg_top": float(rs.sim.data.body_xpos[rs.peg1_body_id][2]) + 0.1}  # the peg is a box 0.1 high
 
 
 # name: (instruction, time limit at 10 Hz, privileged state, expert)
@@ -43,7 +49,7 @@ _TASKS: dict[str, tuple[str, int, Callable | None, str | None]] = {
     "Lift": ("lift the cube", 80, _lift, "LiftExpert"),
     "Stack": ("stack the red cube on the green cube", 150, _stack, "PlaceExpert"),
     "PickPlaceCan": ("put the can in its bin", 200, _can, "PlaceExpert"),
-    "NutAssemblySquare": ("fit the square nut onto the square peg", 200, _square, None),
+    "NutAssemblySquare": ("fit the square nut onto the square peg", 200, _square, "SquareNutExpert"),
 }
 
 

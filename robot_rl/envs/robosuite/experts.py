@@ -110,3 +110,75 @@ class PlaceExpert(WaypointExpert):
                 self.phase = 7
             return self._move(priv, priv["tcp_pos"], OPEN)
         return self._move(priv, [*priv["tcp_pos"][:2], priv["carry_z"]], OPEN)  # retreat
+
+
+def _wrap(angle: float, period: float) -> float:
+    """``angle`` in [-period/2, period/2)."""
+    return (angle + period / 2) % period - period / 2
+
+
+class SquareNutExpert(WaypointExpert):
+    """Grasp the square nut by its handle (fingers across it), carry it over the peg with the hole square to the
+    peg, lower it to just above the peg's top and let it drop over the peg (held by the handle it hangs tilted and
+    would jam), then back off."""
+
+    rot_step = 0.5  # rad per unit action (robosuite's OSC output limit)
+    release_above = 0.03  # the nut's centre above the peg's top when it is let go
+
+    def _turn(self, action: np.ndarray, priv, target_yaw: float, period: float) -> bool:
+        """Add a yaw correction toward ``target_yaw`` (mod ``period``); True once within 0.05 rad."""
+        err = _wrap(target_yaw - float(priv["tcp_yaw"]), period)
+        action[5] = np.clip(1.5 * err / self.rot_step, -1, 1)
+        return abs(err) < 0.05
+
+    def _act(self, priv):
+        handle, center, peg = priv["handle_pos"], priv["nut_pos"], priv["peg_pos"]
+        across = float(priv["nut_yaw"])  # the gripper's x axis along the handle: its fingers close across it
+        if self.phase == 0:  # above the handle, open, fingers across it
+            above = [*handle[:2], handle[2] + 0.1]
+            action = self._move(priv, above, OPEN)
+            if self._turn(action, priv, across, np.pi) and self._near(priv, above, 0.015):
+                self.phase = 1
+            return action
+        if self.phase == 1:  # down onto the handle
+            grasp = [*handle[:2], handle[2]]
+            action = self._move(priv, grasp, OPEN)
+            self._turn(action, priv, across, np.pi)
+            if self._near(priv, grasp, 0.008):
+                self.phase, self.counter = 2, 0
+            return action
+        if self.phase == 2:  # close
+            self.counter += 1
+            if self.counter >= 5:
+                self.phase = 3
+            return self._move(priv, priv["tcp_pos"], CLOSE)
+        offset = priv["tcp_pos"][:2] - center[:2]  # the grip relative to the nut's centre, as held
+        if self.phase == 3:  # up
+            if priv["gripper_width"] < 0.005:  # closed on nothing: the grasp missed
+                self.phase = 0
+                return self._move(priv, [*priv["tcp_pos"][:2], handle[2] + 0.1], OPEN)
+            up = [*priv["tcp_pos"][:2], 1.05]
+            if priv["tcp_pos"][2] > 1.03:
+                self.phase = 4
+            return self._move(priv, up, CLOSE)
+        if self.phase == 4:  # centre over the peg, the hole square to it (the nut looks the same every 90 deg)
+            over = [*(peg[:2] + offset), 1.05]
+            action = self._move(priv, over, CLOSE)
+            square = self._turn(action, priv, float(priv["tcp_yaw"]) - float(priv["nut_yaw"]), np.pi / 2)
+            if square and self._near(priv, over, 0.01) and np.linalg.norm(center[:2] - peg[:2]) < 0.003:
+                self.phase = 5
+            return action
+        if self.phase == 5:  # down to the peg's top, slowly, keeping the hole centred and square
+            low = [*(peg[:2] + offset), priv["table_z"] + 0.035]
+            action = self._move(priv, low, CLOSE)
+            action[2] = max(action[2], -0.3)
+            self._turn(action, priv, float(priv["tcp_yaw"]) - float(priv["nut_yaw"]), np.pi / 2)
+            if center[2] < priv["peg_top"] + self.release_above:  # just above the peg: let it drop over it
+                self.phase, self.counter = 6, 0
+            return action
+        if self.phase == 6:  # let go, wide open before backing off (or the nut comes along)
+            self.counter += 1
+            if self.counter >= 10 or (self.counter >= 3 and priv["gripper_width"] > 0.075):
+                self.phase = 7
+            return self._move(priv, priv["tcp_pos"], OPEN)
+        return self._move(priv, [*priv["tcp_pos"][:2], 1.05], OPEN)  # back off
