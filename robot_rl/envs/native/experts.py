@@ -22,7 +22,12 @@ def _wrap_quarter(angle: float) -> float:
 
 
 class ScriptedExpert:
-    """Base class: ``act(priv)`` maps privileged state to an action; ``reset`` starts a new episode."""
+    """Base class: ``act(priv)`` maps privileged state to an action; ``reset`` starts a new episode. A subclass
+    for another controller sets ``pos_step`` (metres per unit action) and ``noisy_dims`` (the action dims noise
+    perturbs)."""
+
+    pos_step = POS_STEP
+    noisy_dims = 6
 
     def __init__(self, noise: float = 0.0, rng: np.random.Generator | None = None, gain: float = 1.5) -> None:
         self.noise = noise
@@ -40,7 +45,7 @@ class ScriptedExpert:
     def act(self, priv: dict[str, np.ndarray]) -> np.ndarray:
         action = self._act(priv)
         if self.noise > 0:
-            action[:6] += self.rng.normal(0.0, self.noise, size=6)
+            action[: self.noisy_dims] += self.rng.normal(0.0, self.noise, size=self.noisy_dims)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def _act(self, priv: dict[str, np.ndarray]) -> np.ndarray:
@@ -49,7 +54,7 @@ class ScriptedExpert:
     # A motion towards ``goal`` (tool point) with the gripper command and an optional target yaw.
     def _move(self, priv, goal, grip: float, yaw: float | None = None) -> np.ndarray:
         action = np.zeros(ACTION_DIM)
-        action[:3] = np.clip(self.gain * (np.asarray(goal) - priv["tcp_pos"]) / POS_STEP, -1, 1)
+        action[:3] = np.clip(self.gain * (np.asarray(goal) - priv["tcp_pos"]) / self.pos_step, -1, 1)
         if yaw is not None:
             err = _wrap_quarter(yaw - float(priv["tcp_yaw"]))
             action[5] = np.clip(err / ROT_STEP, -1, 1)

@@ -6,42 +6,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_rl.envs.robosuite.env import ACTION_DIM
+from robot_rl.envs.native.experts import CLOSE, OPEN, ScriptedExpert
 
 POS_STEP = 0.05  # metres per unit action (robosuite's OSC output limit)
-OPEN, CLOSE = -1.0, 1.0
 
 
-class WaypointExpert:
-    """Base: ``act(priv)`` drives the tool point through the phases of ``_act``; ``noise`` perturbs the motion."""
+class WaypointExpert(ScriptedExpert):
+    """The native experts' base on robosuite's OSC scale, noise on the translation only."""
+
+    pos_step = POS_STEP
+    noisy_dims = 3
 
     def __init__(self, noise: float = 0.0, rng: np.random.Generator | None = None, gain: float = 1.2) -> None:
-        self.noise, self.rng, self.gain = noise, rng or np.random.default_rng(), gain
-        self.phase, self.counter, self.hover_z = 0, 0, 0.0
-
-    def reset(self, rng: np.random.Generator | None = None) -> None:
-        if rng is not None:
-            self.rng = rng
-        self.phase, self.counter = 0, 0
-
-    def act(self, priv: dict[str, np.ndarray]) -> np.ndarray:
-        action = self._act(priv)
-        if self.noise > 0:
-            action[:3] += self.rng.normal(0.0, self.noise, size=3)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
-
-    def _act(self, priv) -> np.ndarray:
-        raise NotImplementedError
-
-    def _move(self, priv, goal, grip: float) -> np.ndarray:
-        action = np.zeros(ACTION_DIM)
-        action[:3] = np.clip(self.gain * (np.asarray(goal) - priv["tcp_pos"]) / POS_STEP, -1, 1)
-        action[6] = grip
-        return action
-
-    @staticmethod
-    def _near(priv, goal, tol: float) -> bool:
-        return bool(np.linalg.norm(np.asarray(goal) - priv["tcp_pos"]) < tol)
+        super().__init__(noise, rng, gain)
+        self.hover_z = 0.0
 
     def _grasp(self, priv, obj: np.ndarray, grasp_z: float, hover: float) -> np.ndarray | None:
         """Phases 0-3: above the object, down, close, up to ``hover``; None once it is held up there."""
