@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev,ros,dist]"
+	$(PIP) install -q -e ".[dev,ros,dist,data]"
 	touch $@
 
 # Never fails: where the wheels cannot be installed, it records why in $(ROS_VENV)/UNAVAILABLE and the ROS 2

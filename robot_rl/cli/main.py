@@ -418,9 +418,70 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_import(summary, as_json: bool) -> int:
+    for note in summary.notes:
+        print(f"note: {note}")
+    print(summary.line())
+    if as_json:
+        print(json.dumps(summary.to_dict()))
+    return 0
+
+
+def _feature_map(args: argparse.Namespace):
+    from robot_rl.runtime.data.features import FeatureMap
+
+    fmap = FeatureMap.load(args.map) if args.map else None
+    if args.image_size is not None:
+        fmap = fmap or FeatureMap()
+        fmap.image_size = FeatureMap.from_dict({"image_size": args.image_size}, "--image-size").image_size
+    return fmap
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    kwargs = {"feature_map": _feature_map(args), "append": args.append, "overwrite": args.overwrite,
+              "progress": not args.quiet}
+    if args.format == "lerobot":
+        from robot_rl.runtime.data.lerobot import import_lerobot
+
+        summary = import_lerobot(args.source, args.out, **kwargs)
+    else:
+        from robot_rl.runtime.data.robomimic import import_robomimic
+
+        summary = import_robomimic(args.source, args.out, **kwargs)
+    return _print_import(summary, args.json)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from robot_rl.runtime.data.lerobot import export_lerobot
+
+    summary = export_lerobot(args.store, args.out, codec=args.codec, fps=args.fps, overwrite=args.overwrite,
+                             progress=not args.quiet)
+    print(summary["line"])
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from robot_rl.runtime.data.view import view
+
+    episodes = None if args.episode is None else [int(e) for e in args.episode.split(",") if e != ""]
+    summary = view(args.path, episodes=episodes, out=args.out, spawn=args.spawn, critic=args.critic,
+                   progress=not args.quiet)
+    print(summary["line"])
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
 def _cmd_import_bag(args: argparse.Namespace) -> int:
     from robot_rl.transport.convert import RobotTopics
 
+    if args.map:
+        bags = _ros_extra("robot_rl.runtime.data.bags")
+        summary = bags.import_mapped_bag(args.bag, args.map, args.out, append=args.append, overwrite=args.overwrite,
+                                         progress=not args.quiet)
+        return _print_import(summary, args.json)
     importer = _ros_extra("robot_rl.runtime.robot.import_bag")
     cameras = None if args.cameras is None else [c for c in args.cameras.split(",") if c]
     result = importer.import_bag(args.bag, args.out, RobotTopics(args.namespace, args.image_transport),
@@ -582,11 +643,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="/robot", help="the robot's topic namespace in the bag")
     p.add_argument("--image-transport", choices=["raw", "jpeg"], default="raw")
     p.add_argument("--cameras", default=None, help="comma-separated cameras to keep (default: all in the bag)")
+    p.add_argument("--map", default=None,
+                   help="a bag of any arm's standard topics: a YAML mapping of the state, camera, action and episode "
+                        "topics, the control rate and how episodes are split (see the README); without it the bag "
+                        "must hold our bridge's step reports")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="add to an existing store")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON (with --map)")
     p.set_defaults(func=_cmd_import_bag)
+
+    p = sub.add_parser("import", help="convert a LeRobot dataset (v3.0 or v2.1) or a robomimic HDF5 file into an "
+                                      "episode store")
+    p.add_argument("source", help="a LeRobot dataset folder (with meta/info.json) or a robomimic .hdf5 file")
+    p.add_argument("--format", choices=["lerobot", "robomimic"], required=True)
+    p.add_argument("--out", required=True, help="episode store path (a .zarr folder)")
+    p.add_argument("--map", default=None,
+                   help="YAML feature map: which dataset keys are our cameras, state, action and flags (default: "
+                        "our own key names, as `export` writes them, or robomimic's standard keys)")
+    p.add_argument("--image-size", type=int, default=None, help="resize every camera to this square size")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="add to an existing store")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("export", help="write an episode store as a LeRobot v3.0 dataset (parquet + MP4)")
+    p.add_argument("store")
+    p.add_argument("--format", choices=["lerobot"], default="lerobot")
+    p.add_argument("--out", required=True, help="the dataset folder to create")
+    p.add_argument("--codec", choices=["ffv1", "h264", "av1"], default="ffv1",
+                   help="camera video codec: ffv1 (lossless, default), h264 (near-lossless, crf 0... see README) "
+                        "or av1 (LeRobot's default, lossy)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frames per second (default: the store's control rate, else 10)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder made by export")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("view", help="write an episode store or a run as a rerun recording (.rrd), or open the viewer")
+    p.add_argument("path", help="an episode store, or a run folder (its learning curves, and its stores)")
+    p.add_argument("--episode", default=None, help="comma-separated episode indices (default: every episode)")
+    p.add_argument("--out", default=None, help="the .rrd file to write (default: PATH's name + .rrd beside it)")
+    p.add_argument("--spawn", action="store_true", help="open the rerun viewer (needs a display) instead of a file")
+    p.add_argument("--critic", default=None, help="a critic checkpoint: log its value for every step")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("info", help="summarise an episode store")
     p.add_argument("path")
