@@ -3,7 +3,7 @@ reward, flags, stored extras and a critic's values over time, plus a run's learn
 
 Entity layout::
 
-    episode_<i:04d>/cameras/<cam>        rr.Image per step; the final observation is the last frame (step T)
+    episode_<i:04d>/cameras/<cam>        JPEG image per step; the final observation is the last frame (step T)
     episode_<i:04d>/state/<j>            rr.Scalars, one entity per dimension (T+1 points, final obs included)
     episode_<i:04d>/action/<j>           rr.Scalars, one entity per dimension (T points)
     episode_<i:04d>/reward               rr.Scalars
@@ -196,7 +196,8 @@ def _log_episode(out: _Recording, store: EpisodeStore, i: int, hz: float | None,
     for cam, images in cameras.items():
         for k, image in enumerate(images):
             _set_time(rec, k, hz)
-            out.log(f"{root}/cameras/{cam}", rr.Image(image))
+            # JPEG (quality 90): a recording of a whole store stays ~10x smaller than raw frames
+            out.log(f"{root}/cameras/{cam}", rr.Image(image).compress(jpeg_quality=90))
     rec.reset_time()
 
     _per_dim(out, f"{root}/action", data["action"], steps)
