@@ -36,8 +36,9 @@ def import_robomimic(path: str | Path, out: str | Path, *, feature_map: FeatureM
 
     Per demo: ``obs`` rows are the observations; the final observation is the last row of ``next_obs`` when
     the demo has it (with every mapped key), else the last ``obs`` row repeated. ``rewards`` is the reward
-    (or ``feature_map.reward``), ``dones`` the terminated flags (the last step is marked truncated when the
-    demo does not end done), and a step succeeds when its ``rewards`` is > 0 (robosuite's sparse reward)
+    (or ``feature_map.reward``); the last step is terminated when ``dones`` says so there and truncated
+    otherwise (earlier ``dones``, set on success steps by robomimic's done_mode 2, are not terminal here);
+    a step succeeds when its ``rewards`` is > 0 (robosuite's sparse reward)
     unless ``feature_map.success`` names a flag. The demo's number is the episode's seed.
 
     Pretraining needs every camera at one square size: robosuite's are square by default, otherwise pass
@@ -218,17 +219,23 @@ def _convert(demo, name: str, fmap: FeatureMap, paths: dict[str, str], task: str
         success = as_flags(column(paths[fmap.success], mapped=True), length, fmap.success)
     else:
         success = np.zeros(length, bool) if sparse is None else sparse.reshape(length, -1)[:, 0] > 0
+    # Only the last step can be terminal in a store (steps follow every other one). robomimic files written with
+    # done_mode 2 also set ``dones`` on every step where the task is solved, and done_mode 1 on every demo's end,
+    # so neither says on its own whether the demo succeeded: the sparse reward does, where there is one.
+    terminated = np.zeros(length, bool)
+    terminated[-1] = dones[-1]
     truncated = np.zeros(length, bool)
     truncated[-1] = not dones[-1]
     number = int(name[len("demo_"):])
     reward = np.zeros(length, np.float32) if rewards is None else rewards.reshape(length, -1)[:, 0]
     return Episode(
         obs=obs, action=action, reward=reward.astype(np.float32),
-        terminated=dones, truncated=truncated, success=success,
+        terminated=terminated, truncated=truncated, success=success,
         intervention=as_flags(column(paths[fmap.intervention], mapped=True) if fmap.intervention else None, length,
                               str(fmap.intervention)),
         policy_version=np.zeros(length, np.int32), final_obs=final,
-        meta=EpisodeMeta(task=task, instruction=instruction, success=bool(success.any() or dones[-1]),
+        meta=EpisodeMeta(task=task, instruction=instruction,
+                         success=bool(success.any() if fmap.success or sparse is not None else dones[-1]),
                          source="expert", seed=number),
     )
 

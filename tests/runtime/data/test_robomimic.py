@@ -32,7 +32,7 @@ def _demo_arrays(ep, failed: bool) -> dict[str, np.ndarray]:
     dones = np.zeros(STEPS, dtype=np.int64)
     if not failed:
         rewards[-3:] = 1.0
-        dones[-1] = 1
+        dones[-3:] = 1  # robomimic's done_mode 2: done on every success step, and at the end
     return {**{f"obs/{k}": v[:STEPS] for k, v in arrays.items()}, **{f"next_obs/{k}": v[1:] for k, v in arrays.items()},
             "actions": ep.action[:STEPS].astype(np.float64), "rewards": rewards, "dones": dones,
             "states": np.random.default_rng(0).normal(size=(STEPS, 30))}
@@ -92,7 +92,7 @@ def test_import_keeps_every_step(tmp_path, hdf5):
                 [a[f"next_obs/{k}"][-1] for k in ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")]
             ).astype(np.float32))
             np.testing.assert_array_equal(ep.reward, a["rewards"].astype(np.float32))
-            np.testing.assert_array_equal(ep.terminated, a["dones"].astype(bool))
+            assert list(ep.terminated) == [False] * (STEPS - 1) + [bool(a["dones"][-1])]
             np.testing.assert_array_equal(ep.success, a["rewards"] > 0)
             assert list(ep.truncated) == [False] * (STEPS - 1) + [n == 1]  # demo_1 does not end done
             assert not ep.intervention.any()
