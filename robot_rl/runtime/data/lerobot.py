@@ -330,6 +330,13 @@ def _write_tasks(pa, pq, path: Path, tasks: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- import
+def _meta(ep: dict[str, Any], column: str) -> Any:
+    """A column of an episode's metadata row; ConfigError naming it when the dataset lacks it."""
+    if ep.get(column) is None:
+        raise ConfigError(f"the metadata of episode {ep.get('episode_index')} has no {column!r}")
+    return ep[column]
+
+
 class LeRobotDataset:
     """A LeRobot dataset folder read with pyarrow and PyAV: its info, tasks and episodes (v3.0, v2.1, v2.0)."""
 
@@ -344,6 +351,9 @@ class LeRobotDataset:
             self.version = str(self.info["codebase_version"])
             self.fps = float(self.info["fps"])
             self.features: dict[str, dict[str, Any]] = dict(self.info["features"])
+            str(self.info["data_path"])
+            if any(f.get("dtype") == "video" for f in self.features.values()):
+                str(self.info["video_path"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{info_path} is not a LeRobot info.json: {type(exc).__name__}: {exc}") from None
         if self.version not in ("v3.0", "v2.1", "v2.0"):
@@ -391,8 +401,8 @@ class LeRobotDataset:
 
     def _data_path(self, ep: dict[str, Any]) -> Path:
         if self.v3:
-            return self.root / self.info["data_path"].format(chunk_index=ep["data/chunk_index"],
-                                                             file_index=ep["data/file_index"])
+            return self.root / self.info["data_path"].format(chunk_index=_meta(ep, "data/chunk_index"),
+                                                             file_index=_meta(ep, "data/file_index"))
         index = int(ep["episode_index"])
         return self.root / self.info["data_path"].format(episode_chunk=index // int(self.info.get("chunks_size", 1000)),
                                                          episode_index=index)
@@ -422,8 +432,9 @@ class LeRobotDataset:
         index = int(ep["episode_index"])
         if self.v3:
             path = self.root / self.info["video_path"].format(
-                video_key=key, chunk_index=ep[f"videos/{key}/chunk_index"], file_index=ep[f"videos/{key}/file_index"])
-            start = float(ep[f"videos/{key}/from_timestamp"])
+                video_key=key, chunk_index=_meta(ep, f"videos/{key}/chunk_index"),
+                file_index=_meta(ep, f"videos/{key}/file_index"))
+            start = float(_meta(ep, f"videos/{key}/from_timestamp"))
         else:
             chunk = index // int(self.info.get("chunks_size", 1000))
             path = self.root / self.info["video_path"].format(episode_chunk=chunk, video_key=key, episode_index=index)
