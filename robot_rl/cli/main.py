@@ -456,8 +456,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     summary = export_lerobot(args.store, args.out, codec=args.codec, fps=args.fps, overwrite=args.overwrite,
                              progress=not args.quiet)
+    return _print_summary(summary, args.json)
+
+
+def _print_summary(summary: dict, as_json: bool) -> int:
     print(summary["line"])
-    if args.json:
+    if as_json:
         print(json.dumps(summary))
     return 0
 
@@ -465,13 +469,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_view(args: argparse.Namespace) -> int:
     from robot_rl.runtime.data.view import view
 
-    episodes = None if args.episode is None else [int(e) for e in args.episode.split(",") if e != ""]
+    try:
+        episodes = None if args.episode is None else [int(e) for e in args.episode.split(",") if e.strip()]
+    except ValueError:
+        raise ConfigError(f"--episode takes comma-separated episode indices, e.g. 0,3; got {args.episode!r}") from None
     summary = view(args.path, episodes=episodes, out=args.out, spawn=args.spawn, critic=args.critic,
                    progress=not args.quiet)
-    print(summary["line"])
-    if args.json:
-        print(json.dumps(summary))
-    return 0
+    return _print_summary(summary, args.json)
 
 
 def _cmd_import_bag(args: argparse.Namespace) -> int:
@@ -492,6 +496,14 @@ def _cmd_import_bag(args: argparse.Namespace) -> int:
                                                 if result.cut_short else "")
           + (f"; skipped {len(result.skipped)}: {'; '.join(result.skipped)}" if result.skipped else ""))
     return 0
+
+
+def _import_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="add to an existing store")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help=json_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -647,11 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a bag of any arm's standard topics: a YAML mapping of the state, camera, action and episode "
                         "topics, the control rate and how episodes are split (see the README); without it the bag "
                         "must hold our bridge's step reports")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--append", action="store_true", help="add to an existing store")
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="also print the summary as JSON (with --map)")
+    _import_output_args(p, "also print the summary as JSON (with --map)")
     p.set_defaults(func=_cmd_import_bag)
 
     p = sub.add_parser("import", help="convert a LeRobot dataset (v3.0 or v2.1) or a robomimic HDF5 file into an "
@@ -663,11 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML feature map: which dataset keys are our cameras, state, action and flags (default: "
                         "our own key names, as `export` writes them, or robomimic's standard keys)")
     p.add_argument("--image-size", type=int, default=None, help="resize every camera to this square size")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--append", action="store_true", help="add to an existing store")
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    _import_output_args(p, "also print the summary as JSON")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("export", help="write an episode store as a LeRobot v3.0 dataset (parquet + MP4)")

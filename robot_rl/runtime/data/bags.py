@@ -50,11 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from robot_rl.core.errors import ConfigError
 from robot_rl.core.schema import Episode, EpisodeMeta
-from robot_rl.runtime.data.features import resize_frames
+from robot_rl.runtime.data.features import load_yaml, resize_frames
 from robot_rl.runtime.data.writing import ImportSummary, Skipped, check_import_target, write_imported
 from robot_rl.transport.bag import bag_paths, bag_topics
 from robot_rl.transport.convert import compressed_to_image, msg_to_image
@@ -175,14 +174,7 @@ class BagMap:
 
     @classmethod
     def load(cls, path: str | Path) -> BagMap:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read the bag mapping {path}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"the bag mapping {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-        return cls.from_dict(data, where=f"the bag mapping {path}")
+        return cls.from_dict(load_yaml(path, "the bag mapping"), where=f"the bag mapping {path}")
 
     def expected_types(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Every mapped topic, what the mapping calls it and the message types it may have."""

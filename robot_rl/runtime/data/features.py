@@ -78,14 +78,7 @@ class FeatureMap:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureMap:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read the feature map {path}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"the feature map {path} is not valid YAML: {exc}") from None
-        return cls.from_dict(data or {}, where=str(path))
+        return cls.from_dict(load_yaml(path, "the feature map") or {}, where=str(path))
 
     def keys(self) -> list[str]:
         """Every dataset key the map reads."""
@@ -102,6 +95,18 @@ class FeatureMap:
             if key not in available:
                 raise ConfigError(f"{where} has no feature {key!r} (the feature map asks for it); it has "
                                   f"{sorted(available)}")
+
+
+def load_yaml(path: str | Path, what: str) -> Any:
+    """A small YAML file the user wrote (a feature map, a bag mapping); ConfigError in one line when it cannot
+    be read or parsed."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:
