@@ -246,8 +246,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return _eval_suite(policy, saved_env, args)
     task = args.task or (saved_env or {}).get("task")
     if task is None:
-            raise ConfigError("pass --task: the checkpoint does not record the task of its demos")
-    env_cfg = env_config_for(policy, task, saved_env)
+        raise ConfigError("pass --task: the checkpoint does not record the task of its demos")
+    env_cfg = _with_max_steps(env_config_for(policy, task, saved_env), args.max_steps)
     seed = args.seed if args.seed is not None else EVAL_SEED
     if args.record:
         result = _eval_recorded(policy, env_cfg, args, seed)
@@ -267,6 +267,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_max_steps(env_cfg, max_steps: int | None):
+    """The env config with ``--max-steps`` as its episode time limit (a quick look, or a smoke test)."""
+    import dataclasses
+
+    if max_steps is None:
+        return env_cfg
+    env_cfg = dataclasses.replace(env_cfg, max_steps=max_steps)
+    env_cfg.validate()
+    return env_cfg
+
+
 def _eval_suite(policy, saved_env, args: argparse.Namespace) -> int:
     """Every task of a suite (``--suite libero_spatial``): the per-task table as CSV, JSON and a bar plot."""
     from robot_rl.runtime.training.evaluate import EVAL_SEED, env_config_for
@@ -275,7 +286,7 @@ def _eval_suite(policy, saved_env, args: argparse.Namespace) -> int:
     if args.task or args.record or args.video or args.temporal_ensemble is not None:
         raise ConfigError("--suite evaluates every task of the suite: drop --task, --record, --video and "
                           "--temporal-ensemble")
-    base = env_config_for(policy, args.suite, saved_env)
+    base = _with_max_steps(env_config_for(policy, args.suite, saved_env), args.max_steps)
     seed = args.seed if args.seed is not None else EVAL_SEED
     out = args.out or f"data/eval_{args.suite}"
     result = evaluate_suite(policy, base, args.suite, args.episodes, out, seed, steps=args.steps,
@@ -582,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder of the --suite table (default data/eval_<suite>)")
     p.add_argument("--episodes", type=int, default=50, help="episodes (per task with --suite; default 50)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the policy's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="episode time limit in env steps (default: the task's; a shorter one for a quick look)")
     p.add_argument("--temporal-ensemble", type=float, default=None, metavar="M",
                    help="query every step and average chunks with weights exp(-M i) (ACT)")
     p.add_argument("--seed", type=int, default=None, help="first episode seed (default: held-out 1000000)")

@@ -69,7 +69,8 @@ def test_observations_init_states_and_errors():
 
 @pytest.mark.slow
 def test_eval_over_a_suite_writes_the_per_task_table(tmp_path):
-    """`robot-rl eval --suite libero_spatial --episodes 1` with a tiny random policy."""
+    """`robot-rl eval --suite libero_spatial --episodes 1` with a tiny random policy (episodes cut at 10 steps:
+    the table is what is tested, and the full 110-step episodes cost CI 90 s)."""
     from robot_rl.policy import make_policy, policy_class
     from robot_rl.policy.config import PolicyFeatures
 
@@ -80,7 +81,8 @@ def test_eval_over_a_suite_writes_the_per_task_table(tmp_path):
     policy.save(tmp_path / "policy")
     out = tmp_path / "table"
     res = subprocess.run([sys.executable, "-m", "robot_rl.cli.main", "eval", "--checkpoint", str(tmp_path / "policy"),
-                          "--suite", "libero_spatial", "--episodes", "1", "--out", str(out), "--json"],
+                          "--suite", "libero_spatial", "--episodes", "1", "--max-steps", "10", "--out", str(out),
+                          "--json"],
                          capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     result = json.loads(res.stdout)  # nothing but the JSON on stdout
@@ -89,4 +91,5 @@ def test_eval_over_a_suite_writes_the_per_task_table(tmp_path):
     assert rows[0].startswith("task,instruction,success_rate") and len(rows) == 11
     assert rows[1].startswith("libero_spatial/0,pick up the black bowl")
     assert json.loads((out / "suite_libero_spatial.json").read_text())["episodes_per_task"] == 1
+    assert all(row["mean_length"] <= 10 for row in result["per_task"])  # --max-steps reached the envs
     assert (out / "suite_libero_spatial.png").stat().st_size > 1000
