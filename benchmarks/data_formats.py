@@ -103,7 +103,9 @@ def main() -> None:
                            "import_vs_copy": round(import_rate / baseline, 3),
                            "dataset_bytes": folder_bytes(ds),
                            "size_vs_store": round(folder_bytes(ds) / store_bytes, 3),
-                           "image_psnr": {k: (round(v, 2) if isinstance(v, float) and np.isfinite(v) else v)
+                           # dB, or null where every image came back exactly (JSON has no infinity)
+                           "image_psnr": {k: (None if v == float("inf") else round(v, 2) if isinstance(v, float)
+                                              else v)
                                           for k, v in psnr_of(store, tmp / f"back_{codec}.zarr").items()}}
         print(json.dumps({"benchmark": "data_formats", "task": args.task, "episodes": args.episodes, "steps": steps,
                           "image_size": args.image_size, "cameras": 2, "repeats": args.repeats,
