@@ -527,6 +527,12 @@ class EpisodeStore:
             extras.setdefault(name, {"rows": 0, "info": {}})["info"] = value
         self._write_record(extras=extras)
 
+    def extra_names(self) -> list[str]:
+        """Every extra of the store: those its record lists, and any from before the record listed them."""
+        folder = self.path / "extras"
+        on_disk = {p.name for p in folder.iterdir() if (p / "zarr.json").is_file()} if folder.is_dir() else set()
+        return sorted(set(self._record.get("extras", {})) | on_disk)
+
     def extra_rows(self, name: str) -> int | None:
         """Committed rows of an extra; None for an extra the record does not know (an older store)."""
         entry = self._record.get("extras", {}).get(name)

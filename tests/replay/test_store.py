@@ -190,3 +190,16 @@ def test_verify_finds_damaged_chunks(tmp_path, push_store):
     store = EpisodeStore.open(broken)  # the index is intact ...
     with pytest.raises(StoreCorruptError, match="steps/obs/images/front rows 0-31 .*fails its crc32c checksum"):
         store.verify()  # ... the data is not
+
+
+def test_extra_names_lists_the_recorded_extras_and_older_ones_on_disk(push_store):
+    with EpisodeStore.open(push_store, mode="a") as store:
+        assert store.extra_names() == []
+        store.extra_array("critic_reward", np.float32, create=True)
+        store.extra_array("critic_done", np.float32, create=True)
+        assert store.extra_names() == ["critic_done", "critic_reward"]
+        # an extra written before the record listed extras is still found, by its folder
+        record = dict(store._record)
+        record["extras"] = {k: v for k, v in record["extras"].items() if k != "critic_done"}
+        store._record = record
+        assert store.extra_names() == ["critic_done", "critic_reward"]

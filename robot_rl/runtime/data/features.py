@@ -20,7 +20,7 @@ missing together with the keys the dataset has.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,12 @@ class FeatureMap:
     def load(cls, path: str | Path) -> FeatureMap:
         return cls.from_dict(load_yaml(path, "the feature map") or {}, where=str(path))
 
+    def filled(self, default: FeatureMap) -> FeatureMap:
+        """This map with every key field it leaves empty taken from ``default`` (the format's own names)."""
+        return replace(self, cameras=self.cameras or default.cameras, state=self.state or default.state,
+                       action=self.action or default.action, success=self.success or default.success,
+                       intervention=self.intervention or default.intervention, reward=self.reward or default.reward)
+
     def keys(self) -> list[str]:
         """Every dataset key the map reads."""
         optional = [k for k in (self.success, self.intervention, self.reward) if k]
@@ -107,6 +113,15 @@ def load_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def camera_size_note(sizes: set[tuple[int, int]], image_size: int | None) -> str | None:
+    """The summary note for cameras of these (height, width) sizes when pretraining could not use them as they
+    are (it needs one square size), or None."""
+    if image_size is not None or (len(sizes) <= 1 and all(h == w for h, w in sizes)):
+        return None
+    return f"the cameras are {sorted(sizes)} (height, width): pretraining needs one square size; import again " \
+           "with --image-size N"
 
 
 def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from robot_rl.core.errors import ConfigError
 from robot_rl.core.schema import Episode, EpisodeMeta
 from robot_rl.replay.store import EpisodeStore
-from robot_rl.runtime.data.features import FeatureMap, as_flags, resize_frames
+from robot_rl.runtime.data.features import FeatureMap, as_flags, camera_size_note, resize_frames
 from robot_rl.runtime.data.video import CODECS, VideoReader, VideoWriter, video_info
 from robot_rl.runtime.data.writing import ImportSummary, Skipped, check_import_target, write_imported
 
@@ -205,7 +205,7 @@ def _export(store: EpisodeStore, root: Path, codec: str, fps: int, progress: boo
     for key, name in obs_names.items():
         dim = int(np.prod(schema[key]["shape"]))
         features[name] = {"dtype": np.dtype(schema[key]["dtype"]).name, "shape": [dim],
-                          "names": [f"{k[4:]}_{i}" for k in (key,) for i in range(dim)]}
+                          "names": [f"{key[4:]}_{i}" for i in range(dim)]}
     action_dim = int(schema["action"]["shape"][0])
     features["action"] = {"dtype": "float32", "shape": [action_dim],
                           "names": [f"action_{i}" for i in range(action_dim)]}
@@ -363,7 +363,7 @@ class LeRobotDataset:
         self.episodes = self._read_episodes()
         ours = self.root / "meta" / f"{OURS}.json"
         self.ours: dict[str, Any] = json.loads(ours.read_text()) if ours.is_file() else {}
-        self._tables: dict[Path, Any] = {}
+        self._file: tuple[Path, Any, np.ndarray | None] | None = None  # the data file being read, its episode column
         self._videos: dict[str, VideoReader] = {}
 
     def _read_table(self, path: Path):
@@ -410,13 +410,15 @@ class LeRobotDataset:
     def rows(self, ep: dict[str, Any]) -> dict[str, list]:
         """The data rows of one episode, in frame order, as columns."""
         path = self._data_path(ep)
-        if path not in self._tables:
-            self._tables = {path: self._read_table(path)}  # one file at a time: episodes are read in order
-        table = self._tables[path]
-        index = int(ep["episode_index"])
-        if self.v3 or "episode_index" in table.column_names:
-            episode_col = table.column("episode_index").to_numpy()
-            table = table.filter(self.pa.array(episode_col == index))
+        if self._file is None or self._file[0] != path:  # one file at a time: episodes are read in order
+            table = self._read_table(path)
+            episodes = table.column("episode_index").to_numpy() if "episode_index" in table.column_names else None
+            if self.v3 and episodes is None:
+                raise ConfigError(f"{path} has no episode_index column")
+            self._file = (path, table, episodes)
+        _, table, episodes = self._file
+        if episodes is not None:
+            table = table.take(np.flatnonzero(episodes == int(ep["episode_index"])))
         columns = table.to_pydict()
         if "frame_index" in columns:
             order = np.argsort(columns["frame_index"], kind="stable")
@@ -475,16 +477,6 @@ def default_feature_map(features: dict[str, dict[str, Any]]) -> FeatureMap:
         if name in features:
             fmap.intervention = name
     return fmap
-
-
-def _merged_map(given: FeatureMap | None, features: dict[str, dict[str, Any]]) -> FeatureMap:
-    default = default_feature_map(features)
-    if given is None:
-        return default
-    return FeatureMap(cameras=given.cameras or default.cameras, state=given.state or default.state,
-                      action=given.action or default.action, success=given.success or default.success,
-                      intervention=given.intervention or default.intervention, reward=given.reward or default.reward,
-                      task=given.task, instruction=given.instruction, image_size=given.image_size)
 
 
 def _column(columns: dict[str, list], key: str, length: int, episode: int) -> np.ndarray:
@@ -560,7 +552,7 @@ def import_lerobot(source: str | Path, out: str | Path, *, feature_map: FeatureM
     """Every episode of the LeRobot dataset at ``source`` into the store ``out`` (all or nothing)."""
     check_import_target(out, append, overwrite)
     dataset = LeRobotDataset(source)
-    fmap = _merged_map(feature_map, dataset.features)
+    fmap = (feature_map or FeatureMap()).filled(default_feature_map(dataset.features))
     fmap.check(dataset.features, f"the dataset {source}")
     for cam, key in fmap.cameras.items():
         if dataset.features[key].get("dtype") not in ("video", "image"):
@@ -572,9 +564,9 @@ def import_lerobot(source: str | Path, out: str | Path, *, feature_map: FeatureM
                                  progress=progress)
     finally:
         dataset.close()
-    sizes = {tuple(dataset.features[k].get("shape", [])[:2]) for k in fmap.cameras.values()}
-    if fmap.image_size is None and (any(len(s) == 2 and s[0] != s[1] for s in sizes) or len(sizes) > 1):
-        summary.notes.append(f"the cameras are {sorted(sizes)} (height, width): pretraining needs one square size; "
-                             "import again with --image-size N")
+    note = camera_size_note({tuple(dataset.features[k]["shape"][:2]) for k in fmap.cameras.values()},
+                            fmap.image_size)
+    if note:
+        summary.notes.append(note)
     return summary
 

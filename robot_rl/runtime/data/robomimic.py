@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from robot_rl.core.errors import ConfigError
 from robot_rl.core.schema import Episode, EpisodeMeta
-from robot_rl.runtime.data.features import FeatureMap, as_flags, resize_frames
+from robot_rl.runtime.data.features import FeatureMap, as_flags, camera_size_note, resize_frames
 from robot_rl.runtime.data.writing import ImportSummary, Skipped, check_import_target, write_imported
 
 # robosuite's proprioception as robomimic's own low-dim configs use it; other 1-D keys are task-specific.
@@ -70,10 +69,9 @@ def import_robomimic(path: str | Path, out: str | Path, *, feature_map: FeatureM
         episodes = _episodes(data, demos, fmap, keys, task, instruction, flip_images)
         summary = write_imported(episodes, out, source=str(path), append=append, overwrite=overwrite,
                                  env_config=None, total=len(demos), progress=progress)
-    sizes = {shape[1:3] for shape in keys["image_shapes"].values()}
-    if fmap.image_size is None and (len(sizes) > 1 or any(h != w for h, w in sizes)):
-        summary.notes.append(f"cameras have sizes {sorted(sizes)}; pretraining needs one square size: import "
-                             "again with --image-size N")
+    note = camera_size_note({shape[1:3] for shape in keys["image_shapes"].values()}, fmap.image_size)
+    if note:
+        summary.notes.append(note)
     return summary
 
 
@@ -128,11 +126,10 @@ def _resolve_map(given: FeatureMap | None, demo, where: str) -> tuple[FeatureMap
         raise ConfigError(f"{where} has no 'obs' group; expected obs/<key> arrays")
     obs = {k: tuple(obs_group[k].shape) for k in obs_group}
     top = sorted(k for k in demo if k not in ("obs", "next_obs") and not hasattr(demo[k], "keys"))
-    fmap = replace(given) if given is not None else FeatureMap()
-    default = default_feature_map(obs)
-    fmap.cameras = {cam: _strip(k) for cam, k in (fmap.cameras or default.cameras).items()}
-    fmap.state = [_strip(k) for k in fmap.state or default.state]
-    fmap.action = [_strip(k) for k in fmap.action or default.action]
+    fmap = (given or FeatureMap()).filled(default_feature_map(obs))
+    fmap.cameras = {cam: _strip(k) for cam, k in fmap.cameras.items()}
+    fmap.state = [_strip(k) for k in fmap.state]
+    fmap.action = [_strip(k) for k in fmap.action]
     for name in ("reward", "success", "intervention"):
         if getattr(fmap, name):
             setattr(fmap, name, _strip(getattr(fmap, name)))

@@ -102,14 +102,6 @@ def _load_critic(path: str | Path, store: EpisodeStore):
     return CriticReward(critic)
 
 
-def _extra_names(store: EpisodeStore) -> list[str]:
-    # The store keeps no public list of its extras; they are the folders under extras/ (see store.py's layout).
-    folder = store.path / "extras"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if (p / "zarr.json").is_file())
-
-
 # ------------------------------------------------------------------------------------------- logging
 class _Recording:
     """A rerun RecordingStream that remembers which entities it logged."""
@@ -339,7 +331,7 @@ def view(path: str | Path, *, episodes: list[int] | None = None, out: str | Path
         for csv_path in csvs:
             _log_curves(recording, src, csv_path)
         if store is not None:
-            extras = _extra_names(store)
+            extras = store.extra_names()
             bar = tqdm(chosen, desc="view", unit="ep", disable=not progress)
             for i in bar:
                 total_steps += _log_episode(recording, store, i, hz, scorer, extras)

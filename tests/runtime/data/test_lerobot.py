@@ -135,13 +135,12 @@ def test_exported_layout_matches_lerobot_v3(tmp_path, push_store):
     keys = {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
     assert set(stats) == {k for k, f in features.items()}
     assert all(set(s) == keys for s in stats.values())
-    actions = data.column("action").to_numpy_ndarray() if hasattr(data.column("action"), "to_numpy_ndarray") else \
-        np.stack(data.column("action").to_pylist())
+    actions = np.stack(data.column("action").to_pylist())
     assert np.allclose(stats["action"]["mean"], actions.mean(0)) and np.allclose(stats["action"]["std"], actions.std(0))
     assert stats["action"]["count"] == [sum(lengths)]
     image = np.asarray(stats["observation.images.front"]["mean"])
     assert image.shape == (3, 1, 1) and (0 <= image).all() and (image <= 1).all()
-    all_front = np.concatenate([f for _, f in [(0, np.stack([f for _, f in frames]))]])
+    all_front = np.stack([f for _, f in frames])
     assert np.allclose(image.ravel(), all_front.reshape(-1, 3).mean(0) / 255)
 
 
